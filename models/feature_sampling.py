@@ -1,0 +1,85 @@
+"""Sampling image features at projected vertices, with the authors' feature-gradient backward.
+
+DFNRMVS differentiates its feature-metric energy with respect to vertex positions through the sampled
+features. Autograd of bilinear ``grid_sample`` would give piecewise-constant position gradients (the
+slope of the bilinear patch the point falls in). The authors instead define the position gradient from
+central-difference feature gradients (replicate-padded at the border), themselves bilinearly sampled
+at the same points (``MyGridSample`` in networks/sub_nets.py). :class:`FeatureGradientSample` does the
+same; the gradient with respect to the feature map is autograd's.
+
+Vertex positions are given in pixels of the network input image (256x256) and mapped to ``[-1, 1]``
+with ``align_corners=True``, whatever the resolution of the feature map.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from models.camera import image_to_grid, to_image
+
+
+def central_difference_gradients(features: torch.Tensor) -> torch.Tensor:
+    """d/dx and d/dy of a feature map by central differences, replicate-padded at the border.
+
+    Args:
+        features: (B, C, H, W).
+    Returns:
+        (B, 2, C, H, W): [:, 0] = dF/dx (along W), [:, 1] = dF/dy (along H), per pixel.
+    """
+    grad_x = F.pad((features[..., 2:] - features[..., :-2]) / 2.0, (1, 1, 0, 0), mode="replicate")
+    grad_y = F.pad((features[..., 2:, :] - features[..., :-2, :]) / 2.0, (0, 0, 1, 1), mode="replicate")
+    return torch.stack([grad_x, grad_y], dim=1)
+
+
+class FeatureGradientSample(torch.autograd.Function):
+    """``grid_sample(features, grid, align_corners=True)`` whose grid gradient uses sampled feature gradients."""
+
+    @staticmethod
+    def forward(ctx, grid: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grid, features)
+        return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grid, features = ctx.saved_tensors
+        batch, channels, height, width = features.shape
+        grad_grid = grad_features = None
+        if ctx.needs_input_grad[0]:
+            slopes = central_difference_gradients(features).view(batch, 2 * channels, height, width)
+            sampled = F.grid_sample(slopes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            sampled = sampled.view(batch, 2, channels, *grid.shape[1:3])
+            # chain rule through the pixel -> [-1, 1] map: d pixel / d grid = (size - 1) / 2
+            pixel_grad = torch.einsum("bchw,bkchw->bhwk", grad_output, sampled)
+            grad_grid = pixel_grad * pixel_grad.new_tensor([(width - 1) / 2, (height - 1) / 2])
+        if ctx.needs_input_grad[1]:
+            with torch.enable_grad():
+                detached = features.detach().requires_grad_(True)
+                resampled = F.grid_sample(detached, grid.detach(), mode="bilinear", align_corners=True)
+                (grad_features,) = torch.autograd.grad(resampled, detached, grad_output, create_graph=False)
+        return grad_grid, grad_features
+
+
+def sample_at_vertices(
+    features: torch.Tensor, vertices: torch.Tensor, image_size: tuple[int, int], feature_gradient: bool = True
+) -> torch.Tensor:
+    """Bilinearly sample per-vertex features at the vertices' image projections.
+
+    Args:
+        features: (N, V, C, h, w) feature maps (or images) of each view.
+        vertices: (N, V, n, 3) camera-space vertices (pixels of the input image).
+        image_size: (H, W) of the input image the vertices are expressed in.
+        feature_gradient: use :class:`FeatureGradientSample` (the optimisation's energy); plain
+            ``grid_sample`` otherwise (colours).
+    Returns:
+        (N, V, C, n) sampled features; zero outside the image.
+    """
+    n_samples, n_views, channels, h, w = features.shape
+    height, width = image_size
+    num_vertices = vertices.shape[2]
+    grid = image_to_grid(to_image(vertices, height, width)[..., :2], height, width)
+    grid = grid.reshape(n_samples * n_views, num_vertices, 1, 2)
+    flat = features.reshape(n_samples * n_views, channels, h, w)
+    if feature_gradient:
+        sampled = FeatureGradientSample.apply(grid, flat)
+    else:
+        sampled = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return sampled.view(n_samples, n_views, channels, num_vertices)
