@@ -47,9 +47,10 @@ class FeatureGradientSample(torch.autograd.Function):
             slopes = central_difference_gradients(features).view(batch, 2 * channels, height, width)
             sampled = F.grid_sample(slopes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             sampled = sampled.view(batch, 2, channels, *grid.shape[1:3])
+            pixel_grad = (sampled * grad_output.unsqueeze(1)).sum(dim=2)  # (B, 2, h, w): d energy / d pixel
             # chain rule through the pixel -> [-1, 1] map: d pixel / d grid = (size - 1) / 2
-            pixel_grad = torch.einsum("bchw,bkchw->bhwk", grad_output, sampled)
-            grad_grid = pixel_grad * pixel_grad.new_tensor([(width - 1) / 2, (height - 1) / 2])
+            scale = pixel_grad.new_tensor([(width - 1) / 2, (height - 1) / 2]).view(1, 2, 1, 1)
+            grad_grid = (pixel_grad * scale).permute(0, 2, 3, 1)
         if ctx.needs_input_grad[1]:
             with torch.enable_grad():
                 detached = features.detach().requires_grad_(True)

@@ -172,6 +172,8 @@ def run_nrmvs(
         :class:`NRMVSResult`.
     """
     face = layer.face
+    # Inference records detached tensors so that finished steps do not keep their graphs alive.
+    keep = (lambda tensor: tensor) if create_graph else torch.Tensor.detach
     n_samples, n_views, channels, height, width = images.shape
     image_size = (height, width)
     shape_coeffs = torch.zeros(n_samples, face.shape_std.shape[0], 1, device=images.device, dtype=images.dtype)
@@ -180,8 +182,8 @@ def run_nrmvs(
     vertices, _ = params.vertices(shape_coeffs, pose, None)
     visible, full_visible = _visibility(face, vertices)
     result = NRMVSResult(
-        initial_vertices=vertices,
-        initial_image_vertices=camera.to_image(vertices, height, width),
+        initial_vertices=keep(vertices),
+        initial_image_vertices=keep(camera.to_image(vertices, height, width)),
         initial_visible=visible,
         initial_full_visible=full_visible,
         initial_colors=sample_at_vertices(images, vertices.detach(), image_size),
@@ -204,7 +206,7 @@ def run_nrmvs(
             frozen_delta = frozen_delta + delta.detach()
         basis_net = getattr(layer, f"adap_B_net{level}")
         basis = basis_net(basis_map, vertices.detach(), visible.unsqueeze(2), height, width).basis
-        record = LevelRecord(level=level, adaptive_basis=basis)
+        record = LevelRecord(level=level, adaptive_basis=keep(basis))
         params = _Parameters(face, None, None, basis, basis_net.apEV, frozen_delta)
 
         shape_coeffs = shape_coeffs.detach().requires_grad_(True)
@@ -242,16 +244,16 @@ def run_nrmvs(
             visible, full_visible = _visibility(face, vertices)
             record.steps.append(
                 StepRecord(
-                    shape_coeffs=shape_coeffs,
-                    pose=pose,
-                    adaptive_coeffs=adaptive,
-                    vertices=vertices,
-                    image_vertices=camera.to_image(vertices, height, width),
+                    shape_coeffs=keep(shape_coeffs),
+                    pose=keep(pose),
+                    adaptive_coeffs=keep(adaptive),
+                    vertices=keep(vertices),
+                    image_vertices=keep(camera.to_image(vertices, height, width)),
                     visible=visible,
                     full_visible=full_visible,
                     colors=colors,
-                    raw_step_size=steps.raw,
-                    delta_vertices=delta,
+                    raw_step_size=keep(steps.raw),
+                    delta_vertices=keep(delta),
                     feature_energy=feature_term.value.detach(),
                     landmark_energy=landmark_term.value.detach(),
                 )

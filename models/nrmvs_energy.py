@@ -15,6 +15,7 @@ from models.camera import to_image
 # chin, brows, nose, eyes and mouth); the others (jaw contour 0-5 and 11-16) switch to the closest
 # visible face-region vertex when their own vertex is back-facing ("dynamic contour landmarks").
 FIXED_LANDMARKS = (*range(6, 11), *range(17, 68))
+CONTOUR_LANDMARKS = (*range(0, 6), *range(11, 17))
 
 # Distance added to invisible vertices so that the dynamic landmarks never pick them (pixels).
 INVISIBLE_PENALTY = 1e6
@@ -91,10 +92,14 @@ def landmark_energy(
     fixed_value = ((model_landmarks - landmarks).square().sum(dim=-1) * fixed).mean()
     fixed_residual = ((model_landmarks - landmarks).abs() * fixed.unsqueeze(-1)).mean(dim=2)
 
-    closest = _closest_visible_vertices(projected.detach(), landmarks, region_visible)  # (N, V, 68)
-    dynamic_points = torch.gather(projected, 2, closest.unsqueeze(-1).expand(-1, -1, -1, 2))
-    dynamic_value = ((dynamic_points - landmarks).square().sum(dim=-1) * dynamic).mean()
-    dynamic_residual = ((dynamic_points - landmarks).abs() * dynamic.unsqueeze(-1)).mean(dim=2)
+    # Only contour landmarks can be dynamic; the others contribute exact zeros to the dynamic term.
+    contour = list(CONTOUR_LANDMARKS)
+    closest = _closest_visible_vertices(projected.detach(), landmarks[:, :, contour], region_visible)
+    contour_points = torch.gather(projected, 2, closest.unsqueeze(-1).expand(-1, -1, -1, 2))  # (N, V, 12, 2)
+    dynamic_error = torch.zeros_like(model_landmarks)
+    dynamic_error[:, :, contour] = contour_points - landmarks[:, :, contour]
+    dynamic_value = (dynamic_error.square().sum(dim=-1) * dynamic).mean()
+    dynamic_residual = (dynamic_error.abs() * dynamic.unsqueeze(-1)).mean(dim=2)
 
     residuals = fixed_residual + dynamic_residual
     residuals = residuals / residuals.new_tensor([width - 1.0, height - 1.0])
@@ -102,11 +107,11 @@ def landmark_energy(
 
 
 def _closest_visible_vertices(projected: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """Index of the visible vertex closest to each landmark (first on ties, as argmin); (N, V, 68) int64.
+    """Index of the visible vertex closest to each landmark (first on ties, as argmin); (N, V, L) int64.
 
     Invisible vertices are penalised by :data:`INVISIBLE_PENALTY`, so with no visible vertex the closest
     invisible one is chosen, as in the authors' code.
     """
-    distance = torch.cdist(landmarks, projected, compute_mode="donot_use_mm_for_euclid_dist")  # (N, V, 68, n)
+    distance = torch.cdist(landmarks, projected, compute_mode="donot_use_mm_for_euclid_dist")  # (N, V, L, n)
     distance = distance + (~visible).unsqueeze(2).to(distance.dtype) * INVISIBLE_PENALTY
     return distance.argmin(dim=-1)
