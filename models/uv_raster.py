@@ -17,6 +17,9 @@ float32 with the same operation order, so the tables are bit-identical:
 from typing import NamedTuple
 
 import numpy as np
+import torch
+
+from models.renderer import barycentric_coordinates
 
 # face3d's rasteriser skips the point-in-triangle test for pixels closer than this to the border
 # (mesh_core.cpp: `p.x < 2 || p.x > w - 3 || p.y < 2 || p.y > h - 3`).
@@ -55,22 +58,12 @@ def uv_to_pixels(uv_coords: np.ndarray, size: int) -> np.ndarray:
     return np.stack([x, y, np.zeros_like(x)], axis=1)
 
 
-def _barycentric(px, py, p0, p1, p2):
-    """face3d's (u, v) of pixel p in triangle (p0, p1, p2), every operation in float32."""
-    v0x, v0y = p2[:, 0] - p0[:, 0], p2[:, 1] - p0[:, 1]
-    v1x, v1y = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
-    v2x, v2y = px - p0[:, 0], py - p0[:, 1]
-    dot00 = v0x * v0x + v0y * v0y
-    dot01 = v0x * v1x + v0y * v1y
-    dot02 = v0x * v2x + v0y * v2y
-    dot11 = v1x * v1x + v1y * v1y
-    dot12 = v1x * v2x + v1y * v2y
-    denominator = dot00 * dot11 - dot01 * dot01
-    degenerate = denominator == 0
-    inverse = np.where(degenerate, np.float32(0), np.float32(1) / np.where(degenerate, np.float32(1), denominator))
-    u = (dot11 * dot02 - dot01 * dot12) * inverse
-    v = (dot00 * dot12 - dot01 * dot02) * inverse
-    return u, v
+def _barycentric(px: np.ndarray, py: np.ndarray, p0: np.ndarray, p1: np.ndarray, p2: np.ndarray):
+    """face3d's (u, v) in float32; degenerate triangles give u = v = 0 (face3d's zero inverse denominator)."""
+    as_tensor = torch.from_numpy
+    u, v, degenerate = barycentric_coordinates(as_tensor(px), as_tensor(py), *(as_tensor(p) for p in (p0, p1, p2)))
+    zero = torch.zeros((), dtype=u.dtype)
+    return torch.where(degenerate, zero, u).numpy(), torch.where(degenerate, zero, v).numpy()
 
 
 def rasterize_uv(vertices: np.ndarray, triangles: np.ndarray, size: int) -> UVRasterTable:

@@ -27,9 +27,24 @@ LANDMARKS_2D[36], LANDMARKS_2D[39], LANDMARKS_2D[42], LANDMARKS_2D[45] = (
 )
 LANDMARKS_2D[30] = (0.0, -0.05)
 
+# Per-component standard deviations (model units, micrometres like the BFM): a few millimetres of
+# smooth variation for the first identity / expression components, decreasing linearly.
+SHAPE_STD_RANGE = (4e3, 1e2)
+EXPRESSION_STD_RANGE = (2e3, 5e1)
+
 # Units like the BFM's: a face ~1.5e5 wide, centred near z = 7.5e4.
 FACE_HALF_WIDTH = 7.5e4
 FACE_DEPTH_CENTRE = 7.5e4
+
+
+def _smooth_basis(lat: np.ndarray, lon: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 3n) float32 smooth displacement fields of unit RMS: random low-frequency waves over the grid."""
+    frequency = rng.uniform(0.3, 2.5, size=(count, 3, 2))
+    phase = rng.uniform(0, 2 * np.pi, size=(count, 3, 2))
+    waves = np.sin(frequency[..., 0, None] * lat + phase[..., 0, None])
+    waves = waves * np.cos(frequency[..., 1, None] * lon + phase[..., 1, None])  # (count, 3, n)
+    waves /= np.sqrt(np.mean(np.square(waves), axis=(1, 2), keepdims=True))
+    return np.ascontiguousarray(waves.transpose(0, 2, 1).reshape(count, -1), dtype=np.float32)
 
 
 def make_grid_face(rows: int = 16, cols: int = 18, exp_dim: int = 70, seed: int = 0) -> dict:
@@ -61,10 +76,10 @@ def make_grid_face(rows: int = 16, cols: int = 18, exp_dim: int = 70, seed: int 
         "triangles": triangles,
         "landmarks": landmarks,
         "uv": uv,
-        "shape_basis": rng.standard_normal((3 * n, 100)).astype(np.float32) * 10,
-        "shape_std": np.linspace(1e3, 10, 100),
-        "exp_basis": rng.standard_normal((exp_dim, 3 * n)).astype(np.float32),
-        "exp_std": np.linspace(5, 0.1, exp_dim),
+        "shape_basis": _smooth_basis(lat_grid.ravel(), lon_grid.ravel(), 100, rng).T,
+        "shape_std": np.linspace(SHAPE_STD_RANGE[0], SHAPE_STD_RANGE[1], 100),
+        "exp_basis": _smooth_basis(lat_grid.ravel(), lon_grid.ravel(), exp_dim, rng),
+        "exp_std": np.linspace(EXPRESSION_STD_RANGE[0], EXPRESSION_STD_RANGE[1], exp_dim),
         "nose_hole": np.array([landmarks[33]], dtype=np.int32),
         "segbin": (rng.random((4, n)) < 0.3).astype(np.float64),
     }
