@@ -89,8 +89,8 @@ LIP_TINT = (0.85, 0.55, 0.55)
 SKIN_TINT_STD = 0.03
 REDNESS_VARIATION = 0.03
 # Gaussian radius (fraction of the face width) and strength of each darkened feature.
-FEATURE_RADIUS = {"brows": 0.025, "eyes": 0.02, "lips": 0.025}
-FEATURE_STRENGTH = {"brows": 0.85, "eyes": 0.8, "lips": 0.7}
+FEATURE_RADIUS = {"brows": 0.045, "eyes": 0.035, "lips": 0.04}
+FEATURE_STRENGTH = {"brows": 0.6, "eyes": 0.6, "lips": 0.45}
 # Wavelength (fraction of the face width) of the albedo's smooth variation; number of random waves per field.
 ALBEDO_WAVELENGTH = 0.3
 FIELD_WAVES = 24
