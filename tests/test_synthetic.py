@@ -193,9 +193,11 @@ def test_make_examples_writes_the_layout(tmp_path, mm):
     assert cases == [f"case{k}" for k in range(len(make_examples.CASES))]
     for k, spec in enumerate(make_examples.CASES):
         case = out / f"case{k}"
-        images = sorted(p.name for p in case.iterdir() if p.is_file())
-        assert images == [f"view{i}.png" for i in range(spec.views)], "only images beside each other"
+        files = sorted(p.name for p in case.iterdir() if p.is_file())
+        assert files == sorted([f"view{i}.{ext}" for i in range(spec.views) for ext in ("png", "txt")])
         truth = read_sample(case / "ground_truth", case)
+        for view in range(spec.views):  # the landmarks beside each image are the ground truth's
+            np.testing.assert_allclose(np.loadtxt(case / f"view{view}.txt"), truth.landmarks[view], atol=1e-4)
         assert truth.images.shape[0] == spec.views
         assert np.abs(np.degrees(truth.pose[:, 1])).max() <= 30 + 1e-3
         assert (truth.meta["config"]["detail_amplitude"] > 0) == spec.detail

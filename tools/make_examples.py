@@ -1,10 +1,11 @@
 """``python -m tools.make_examples``: write the project's synthetic example cases with their ground truth.
 
-Layout (one folder per case; the images alone sit beside each other, so the demo can take the folder
-as its input; landmark files stay in ``ground_truth/`` because the demo reads a ``<image>.txt`` beside
-a photo as user-supplied landmarks)::
+Layout (one folder per case, so the demo can take the folder as its input)::
 
     OUT/caseK/view{i}.png                          256x256 crops, i = 0..V-1 (yaws within +-30 degrees)
+    OUT/caseK/view{i}.txt                          the view's 68 landmarks, "x y" pixels: the demo reads a
+                                                   ``<image>.txt`` beside a photo as user-supplied landmarks
+                                                   (dlib does not reliably find these rendered faces)
     OUT/caseK/ground_truth/sample.npz, meta.json   train.synthetic's arrays and settings
     OUT/caseK/ground_truth/face_full_view{i}.obj   ground-truth mesh of view i, camera space (pixels, y up),
                                                    triangles in the order the demo writes (normals out)
@@ -75,6 +76,7 @@ def write_case(sample: SyntheticSample, triangles: np.ndarray, folder: Path) -> 
         for view in range(sample.views):
             write_obj(truth / f"face_full_view{view}.obj", TriangleMesh(sample.vertices[view], outward))
             np.savetxt(truth / f"landmarks_view{view}.txt", sample.landmarks[view], fmt="%.4f")
+            np.savetxt(staging / f"view{view}.txt", sample.landmarks[view], fmt="%.4f")
 
 
 def render_case(mm: MorphableModel, index: int, config: SampleConfig | None = None) -> SyntheticSample:

@@ -1,0 +1,425 @@
+"""``python demo.py``: photos of one person in, one face mesh per photo and overlays out.
+
+Like the authors' ``demo.py``, edit the paths below and run ``python demo.py``, or pass flags
+(``python demo.py --help``). Every image in a case folder is one view of the same person; a folder whose
+subfolders hold the images is processed case by case. Results go to ``OUTPUT/<case folder name>/``
+(see ``models/demo_outputs.py`` for the files).
+
+Methods: without a checkpoint, the weights-free multi-view fitting (``models/fitting.py``) with the
+project's default face model, or with ``--mm-dir``'s 3DMM; with ``--checkpoint`` (and ``--mm-dir``, the
+3DMM it was trained with) the authors' learned network (FNRMVSNet), which needs at least two views.
+
+Exit status: 0 when every case succeeded, 1 when a case failed (the others are still processed), 2 when
+nothing could run (bad arguments, missing model, checkpoint or input, existing outputs).
+"""
+
+import argparse
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
+from models.default_model import load_default_model
+from models.demo_outputs import CaseResult, OutputError, check_target, staged_directory, write_case
+from models.errors import MorphableModelError
+from models.fitting import fit_multiview
+from models.fnrmvs_net import FNRMVSNet
+from models.landmarks import BACKENDS, LandmarkDetector, LandmarkError, create_detector
+from models.morphable_model import MorphableModel
+from models.preprocess import (
+    IMAGE_SUFFIXES,
+    LANDMARK_SUFFIXES,
+    InputError,
+    NetworkInputs,
+    first_line,
+    network_inputs,
+    prepare_view,
+)
+
+# ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
+INPUT_DIR = "examples"  # one case (images of one person) or one subfolder per case
+OUTPUT_DIR = "out_dir"  # results go to OUTPUT_DIR/<case folder name>/
+CHECKPOINT: str | None = None  # e.g. "net_weights/2views_model.pth" (the learned path; needs MM_DIR)
+MM_DIR: str | None = None  # e.g. "external/face3d/examples/Data/BFM" (face3d layout with Out/) or a .npz
+LANDMARK_BACKEND = "dlib"  # "dlib" (offline) or "fan" (face-alignment, the authors' choice)
+DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+# -------------------------------------------------------------------------------------------------------
+
+# The learned network compares views; the fitting also runs on one view (landmarks and priors only).
+LEARNED_MIN_VIEWS = 2
+
+log = logging.getLogger("demo")
+
+
+class DemoError(RuntimeError):
+    """Nothing can run (input, output or model problem); one-line message."""
+
+
+class Reconstruction(NamedTuple):
+    """vertices (V, n, 3) camera-space meshes; poses (V, 6) normalised; details: JSON-ready facts."""
+
+    vertices: np.ndarray
+    poses: np.ndarray
+    details: dict
+
+
+class Reconstructor(Protocol):
+    """A reconstruction method for the views of one case."""
+
+    method: str
+    min_views: int
+    model: MorphableModel
+
+    def reconstruct(self, inputs: NetworkInputs) -> Reconstruction: ...
+
+
+class FittingReconstructor:
+    """The weights-free multi-view fitting (``models.fitting.fit_multiview``)."""
+
+    method = "fitting"
+    min_views = 1
+
+    def __init__(self, model: MorphableModel) -> None:
+        self.model = model
+
+    def reconstruct(self, inputs: NetworkInputs) -> Reconstruction:
+        fit = fit_multiview(self.model, inputs.raw_images, inputs.landmarks)
+        stages = [
+            {
+                "name": stage.name,
+                "landmark_rms_px": [round(float(e), 4) for e in stage.landmark_error],
+                "photometric_error": None if np.isnan(stage.photometric_error) else stage.photometric_error,
+                "seconds": round(stage.seconds, 3),
+            }
+            for stage in fit.stages
+        ]
+        details = {"stages": stages, "single_view": fit.single_view}
+        return Reconstruction(fit.vertices.detach().cpu().numpy(), fit.pose.detach().cpu().numpy(), details)
+
+
+class LearnedReconstructor:
+    """The authors' FNRMVSNet with a checkpoint."""
+
+    method = "learned"
+    min_views = LEARNED_MIN_VIEWS
+
+    def __init__(self, model: MorphableModel, checkpoint: Path, device: torch.device) -> None:
+        state = read_state_dict(checkpoint)
+        self.model = model
+        self.network = FNRMVSNet(model)
+        check_state_dict(self.network, state, str(checkpoint))
+        self.network.load_state_dict(state, strict=True)
+        self.network.to(device).eval()
+
+    def reconstruct(self, inputs: NetworkInputs) -> Reconstruction:
+        with torch.no_grad():
+            output = self.network(inputs.images[None], inputs.raw_images[None], inputs.landmarks[None])
+        energies = [
+            {"level": level.level, "step": k, "feature": float(s.feature_energy), "landmark": float(s.landmark_energy)}
+            for level in output.optimisation.levels
+            for k, s in enumerate(level.steps)
+        ]
+        pose = output.optimisation.levels[-1].steps[-1].pose[0]
+        vertices = output.vertices[0].cpu().numpy()
+        return Reconstruction(vertices, pose.cpu().numpy(), {"energies": energies})
+
+
+@dataclass
+class Case:
+    """name: output folder name; folder: where its photos are; images: the photos, in view order."""
+
+    name: str
+    folder: Path
+    images: list[Path]
+
+
+class CaseOutcome(NamedTuple):
+    """name, target folder, error message (None on success), wall time in seconds."""
+
+    name: str
+    target: Path
+    error: str | None
+    seconds: float
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The images directly in ``folder`` (natural name order); other files are skipped with a warning."""
+    images = []
+    for path in sorted(folder.iterdir(), key=_natural_key):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        elif not (path.suffix.lower() in LANDMARK_SUFFIXES and _is_landmark_companion(path)):
+            log.warning("skipping %s: not an image (%s)", path, ", ".join(IMAGE_SUFFIXES))
+    return images
+
+
+def _is_landmark_companion(path: Path) -> bool:
+    """True for ``photo.txt`` / ``photo.jpg.npy`` beside an image ``photo.jpg`` (user-supplied landmarks)."""
+    owner = path.with_suffix("")
+    if owner.is_file() and owner.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return any(p.stem == owner.name and p.suffix.lower() in IMAGE_SUFFIXES for p in path.parent.iterdir())
+
+
+def find_cases(input_dir: Path) -> list[Case]:
+    """One case for a folder of images, else one case per subfolder holding images (others are skipped)."""
+    if not input_dir.is_dir():
+        raise DemoError(f"input folder {input_dir} not found")
+    images = list_images(input_dir)
+    if images:
+        return [Case(input_dir.resolve().name, input_dir, images)]
+    cases = []
+    for folder in sorted(input_dir.iterdir(), key=_natural_key):
+        if folder.is_dir() and not folder.name.startswith("."):
+            folder_images = list_images(folder)
+            if folder_images:
+                cases.append(Case(folder.name, folder, folder_images))
+            else:
+                log.warning("skipping %s: no images in it", folder)
+    if not cases:
+        raise DemoError(f"input folder {input_dir} holds no images (nor subfolders of images, one per case)")
+    return cases
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise DemoError(f"--device {name}: {first_line(error)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DemoError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    return device
+
+
+def build_reconstructor(checkpoint: str | None, mm_dir: str | None, device: torch.device) -> tuple[Reconstructor, str]:
+    """The method the arguments select and a description of its face model."""
+    if mm_dir is None:
+        model, label = load_default_model(), "default (models/data/default_face_model.npz)"
+    else:
+        model, label = MorphableModel.load(mm_dir), str(mm_dir)
+    if checkpoint is not None:
+        return LearnedReconstructor(model, Path(checkpoint), device), label
+    return FittingReconstructor(model.to(device)), label
+
+
+def process_case(
+    case: Case,
+    target: Path,
+    reconstructor: Reconstructor,
+    detector: LandmarkDetector,
+    device: torch.device,
+    overwrite: bool,
+    settings: dict,
+) -> CaseOutcome:
+    """Reconstruct one case and write its outputs (all or nothing)."""
+    start = time.perf_counter()
+    if len(case.images) < reconstructor.min_views:
+        raise InputError(
+            f"{case.folder}: the learned network needs at least {reconstructor.min_views} views, found "
+            f"{len(case.images)} (run without --checkpoint to use the fitting)"
+        )
+    if len(case.images) == 1:
+        log.warning("%s: one view only; multi-view consistency needs at least 2 (landmarks and priors only)", case.name)
+    views = [prepare_view(path, detector) for path in case.images]
+    prepared = time.perf_counter()
+    reconstruction = reconstructor.reconstruct(network_inputs(views, device))
+    reconstructed = time.perf_counter()
+    model = reconstructor.model
+    result = CaseResult(
+        name=case.name,
+        views=views,
+        vertices=reconstruction.vertices,
+        poses=reconstruction.poses,
+        method=reconstructor.method,
+        landmark_backend=detector.name,
+        device=str(device),
+        details=reconstruction.details,
+        **settings,
+    )
+    with staged_directory(target, overwrite) as staging:
+        result.timings = {"preprocess": prepared - start, "reconstruct": reconstructed - prepared}
+        write_case(
+            staging,
+            result,
+            model.triangles.cpu().numpy(),
+            model.face_region_mask_no_nose_hole.cpu().numpy(),
+        )
+    return CaseOutcome(case.name, target, None, time.perf_counter() - start)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Reconstruct a 3D face mesh per photo from photos of one person (DFNRMVS demo).",
+        epilog="Defaults come from the constants at the top of demo.py. Exit status: 0 every case done, "
+        "1 some case failed (the others still ran), 2 nothing could run.",
+    )
+    add = parser.add_argument
+    add(
+        "--input",
+        metavar="DIR",
+        default=INPUT_DIR,
+        help="photos of one person (one case), or one subfolder of photos per case; a <photo>.txt or .npy "
+        f"beside a photo with 68 'x y' landmarks in photo pixels skips detection (default: {INPUT_DIR})",
+    )
+    add(
+        "--output",
+        metavar="DIR",
+        default=OUTPUT_DIR,
+        help=f"results go to DIR/<case folder name>/ (default: {OUTPUT_DIR})",
+    )
+    add(
+        "--checkpoint",
+        metavar="FILE",
+        default=CHECKPOINT,
+        help="the authors' FNRMVSNet weights, e.g. net_weights/2views_model.pth: use the learned network "
+        "(needs --mm-dir and at least 2 views per case); without it the weights-free fitting runs",
+    )
+    add(
+        "--mm-dir",
+        metavar="PATH",
+        default=MM_DIR,
+        help="the 3DMM: a face3d base folder holding Out/ (e.g. external/face3d/examples/Data/BFM) or a .npz "
+        "(default: the project's own face model, fitting only)",
+    )
+    add("--device", default=DEVICE, help=f"torch device: auto, cpu, cuda, cuda:N (default: {DEVICE})")
+    add(
+        "--landmarks",
+        default=LANDMARK_BACKEND,
+        choices=BACKENDS,
+        help="landmark detector: dlib (offline, bundled models) or fan (face-alignment, the authors' choice; "
+        f"needs its downloaded weights) (default: {LANDMARK_BACKEND})",
+    )
+    add("--overwrite", action="store_true", help="replace case output folders that already exist")
+    add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
+    return parser
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines printed above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Send log lines through tqdm (once per process); the demo's and models' own at INFO (DEBUG with
+    ``--verbose``), other libraries' from WARNING."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, _TqdmHandler) for handler in root.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in ("demo", "models"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class DemoSetup(NamedTuple):
+    """What every case uses: (case, output folder) pairs, the method, the detector, the device and the
+    settings recorded in result.json."""
+
+    targets: list[tuple[Case, Path]]
+    reconstructor: Reconstructor
+    detector: LandmarkDetector
+    device: torch.device
+    settings: dict
+
+
+def set_up(args: argparse.Namespace) -> DemoSetup:
+    """Everything that must work before any case runs; raises the one-line errors of a failed set-up."""
+    device = resolve_device(args.device)
+    try:
+        cases = find_cases(Path(args.input))
+    except DemoError as error:
+        if args.input != INPUT_DIR:
+            raise
+        raise DemoError(f"{error}; `python -m tools.make_examples` writes the example cases there") from None
+    targets = [(case, Path(args.output) / case.name) for case in cases]
+    problems = []
+    for _, target in targets:
+        try:
+            check_target(target, args.overwrite)
+        except OutputError as error:
+            problems.append(str(error))
+    if problems:
+        raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
+    reconstructor, label = build_reconstructor(args.checkpoint, args.mm_dir, device)
+    detector = create_detector(args.landmarks, str(device))
+    return DemoSetup(targets, reconstructor, detector, device, {"model": label, "checkpoint": args.checkpoint})
+
+
+def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> CaseOutcome:
+    """:func:`process_case` with its failure turned into a one-line outcome."""
+    start = time.perf_counter()
+    try:
+        return process_case(case, target, setup.reconstructor, setup.detector, setup.device, overwrite, setup.settings)
+    except (InputError, OutputError) as error:
+        message = str(error)
+    except Exception as error:  # an unexpected failure of one case must not stop the others
+        log.debug("%s failed", case.name, exc_info=True)
+        message = f"{case.name}: {type(error).__name__}: {first_line(error)}"
+    return CaseOutcome(case.name, target, message, time.perf_counter() - start)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint is not None and args.mm_dir is None:
+        parser.error("--checkpoint needs --mm-dir: the 3DMM the checkpoint was trained with")
+    _configure_logging(args.verbose)
+    start = time.perf_counter()
+    try:
+        setup = set_up(args)
+    except (DemoError, OutputError, MorphableModelError, CheckpointError, LandmarkError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log.info(
+        "%d case(s); method %s on %s; landmarks %s; set-up %.1f s",
+        len(setup.targets),
+        setup.reconstructor.method,
+        setup.device,
+        setup.detector.name,
+        time.perf_counter() - start,
+    )
+    outcomes = []
+    for case, target in tqdm(setup.targets, desc="cases", unit="case", file=sys.stderr, disable=None):
+        outcome = run_case(setup, case, target, args.overwrite)
+        if outcome.error is None:
+            log.info("%s: done in %.1f s -> %s", case.name, outcome.seconds, target)
+        else:
+            log.error("%s failed: %s", case.name, outcome.error)
+        outcomes.append(outcome)
+    return _summarise(outcomes, time.perf_counter() - start, Path(args.output))
+
+
+def _summarise(outcomes: list[CaseOutcome], seconds: float, output: Path) -> int:
+    done = [o for o in outcomes if o.error is None]
+    failed = [o for o in outcomes if o.error is not None]
+    print(f"{len(done)} of {len(outcomes)} case(s) reconstructed in {seconds:.1f} s")
+    if done:
+        print(f"results in {output}/: " + ", ".join(o.target.name for o in done) + " (vis_view*.jpg: overlays)")
+    for outcome in failed:
+        print(f"failed: {outcome.name}: {outcome.error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""``demo.py`` end to end: the default fitting, the learned path, and every kind of bad input."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+from scipy import ndimage
+
+import demo
+from models.camera import to_image
+from models.checkpoint import save_state_dict
+from models.default_model import load_default_model
+from models.fnrmvs_net import FNRMVSNet
+from models.mesh_geometry import crop_mesh
+from models.morphable_model import MorphableModel
+from models.renderer import rasterize
+from tools.reference_weights import fill_with_reference_rule
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VIEW_FILES = (
+    "face_full_view{}.obj",
+    "face_valid_view{}.obj",
+    "vis_view{}.jpg",
+    "crop_view{}.png",
+    "landmarks_view{}.txt",
+)
+# Overlay check: JPEG ringing stays within this many pixels of the mesh's silhouette.
+SILHOUETTE_MARGIN = 4
+
+
+class Run(NamedTuple):
+    status: int
+    stdout: str
+    stderr: str
+
+
+def run_demo(*args: str) -> Run:
+    """``demo.main`` with its printed output captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = demo.main(list(args))
+    return Run(status, out.getvalue(), err.getvalue())
+
+
+def copy_photos(source: Path, folder: Path, count: int | None = None) -> Path:
+    folder.mkdir(parents=True)
+    for photo in sorted(source.glob("*.jpg"))[:count]:
+        shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+def check_case(folder: Path, mm: MorphableModel, views: int, method: str) -> dict:
+    """Check every output of a case folder; returns its result.json."""
+    expected = {"result.json", *(name.format(i) for name in VIEW_FILES for i in range(views))}
+    assert {p.name for p in folder.iterdir()} == expected
+    result = json.loads((folder / "result.json").read_text())
+    assert result["method"] == method and result["landmarks"] == "dlib" and len(result["views"]) == views
+    triangles = mm.triangles.numpy()
+    mask = mm.face_region_mask_no_nose_hole.numpy()
+    for i in range(views):
+        full = trimesh.load(folder / f"face_full_view{i}.obj", process=False)
+        valid = trimesh.load(folder / f"face_valid_view{i}.obj", process=False)
+        assert full.vertices.shape == (mm.num_vertices, 3)
+        np.testing.assert_array_equal(full.faces, triangles[:, ::-1])
+        np.testing.assert_array_equal(valid.vertices, full.vertices[mask])
+        np.testing.assert_array_equal(valid.faces, crop_mesh(full.vertices, full.faces, mask).triangles)
+        assert len(valid.faces) < len(full.faces)
+
+        crop = np.asarray(Image.open(folder / f"crop_view{i}.png")).astype(np.int32)
+        overlay = np.asarray(Image.open(folder / f"vis_view{i}.jpg")).astype(np.int32)
+        image_vertices = to_image(torch.from_numpy(np.asarray(valid.vertices, dtype=np.float32)))
+        covered = (rasterize(image_vertices, torch.from_numpy(valid.faces), 256, 256).triangle_ids >= 0).numpy()
+        assert covered.mean() > 0.1
+        near = ndimage.binary_dilation(covered, iterations=SILHOUETTE_MARGIN)
+        difference = np.abs(overlay - crop).max(axis=2)
+        assert difference[~near].mean() < 3 and np.percentile(difference[~near], 99) < 15
+        assert difference[covered].mean() > 20
+
+        landmarks = np.loadtxt(folder / f"landmarks_view{i}.txt")
+        assert landmarks.shape == (68, 2) and ((landmarks > 0) & (landmarks < 256)).all()
+        view = result["views"][i]
+        assert len(view["pose"]["normalised"]) == 6 and view["full_mesh_vertices"] == mm.num_vertices
+        assert view["crop_box_padded"][2] - view["crop_box_padded"][0] >= 200
+    return result
+
+
+@pytest.fixture(scope="module")
+def default_run(examples_dir, tmp_path_factory) -> tuple[Run, Path]:
+    """``python demo.py`` without arguments, in a folder holding examples/case0 (plus a stray file)."""
+    work = tmp_path_factory.mktemp("default")
+    case = copy_photos(examples_dir / "case0", work / "examples" / "case0")
+    (case / "notes.md").write_text("not a photo")
+    previous = Path.cwd()
+    os.chdir(work)
+    try:
+        run = run_demo()
+    finally:
+        os.chdir(previous)
+    return run, work / "out_dir"
+
+
+def test_default_path_on_case0(default_run):
+    run, out = default_run
+    assert run.status == 0, run.stderr
+    assert f"results in {Path('out_dir')}/: case0" in run.stdout
+    assert "notes.md: not an image" in run.stderr
+    result = check_case(out / "case0", load_default_model(), 2, "fitting")
+    assert result["model"].startswith("default")
+    assert [Path(v["input"]).name for v in result["views"]] == ["case0_in0.jpg", "case0_in1.jpg"]
+    final = result["details"]["stages"][-1]
+    assert max(final["landmark_rms_px"]) < 5.0
+
+
+@pytest.fixture(scope="module")
+def learned_run(examples_dir, reference_dir, tmp_path_factory) -> tuple[Run, Path]:
+    """The learned path on case0 and on a one-view case, over an older case0 result (--overwrite)."""
+    work = tmp_path_factory.mktemp("learned")
+    model = FNRMVSNet(MorphableModel.load(reference_dir))
+    fill_with_reference_rule(model)
+    save_state_dict(model, work / "reference.pth")
+    copy_photos(examples_dir / "case0", work / "in" / "case0")
+    copy_photos(examples_dir / "case1", work / "in" / "single", count=1)
+    (work / "out" / "case0").mkdir(parents=True)
+    (work / "out" / "case0" / "stale.txt").write_text("from an earlier run")
+    run = run_demo(
+        "--input", str(work / "in"), "--output", str(work / "out"), "--checkpoint", str(work / "reference.pth"),
+        "--mm-dir", str(reference_dir), "--device", "cpu", "--overwrite",
+    )  # fmt: skip
+    return run, work / "out"
+
+
+def test_learned_path_on_case0(learned_run, reference_dir):
+    run, out = learned_run
+    check_case(out / "case0", MorphableModel.load(reference_dir), 2, "learned")
+
+
+def test_learned_path_refuses_one_view_and_leaves_nothing(learned_run):
+    run, out = learned_run
+    assert run.status == 1
+    assert "single: the learned network needs at least 2 views, found 1" in run.stdout
+    assert "1 of 2 case(s) reconstructed" in run.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["case0"]
+
+
+@pytest.fixture(scope="module")
+def awkward_run(examples_dir, tmp_path_factory) -> tuple[Run, Path]:
+    """Fitting on: grey + EXIF-rotated and RGBA views of different sizes; a corrupt photo; a photo without a face."""
+    work = tmp_path_factory.mktemp("awkward")
+    photos = sorted((examples_dir / "case2").glob("*.jpg"))
+    mixed = work / "in" / "mixed"
+    mixed.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # the pixels are stored turned 90 degrees clockwise; orientation 8 turns them back
+    grey = Image.open(photos[0]).convert("L").resize((300, 300)).transpose(Image.Transpose.ROTATE_270)
+    grey.save(mixed / "view0.jpg", exif=exif, quality=95)
+    Image.open(photos[1]).convert("RGBA").resize((200, 200)).save(mixed / "view1.png")
+    broken = copy_photos(examples_dir / "case1", work / "in" / "broken")
+    (broken / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
+    noface = work / "in" / "noface"
+    noface.mkdir()
+    Image.new("RGB", (240, 240), (90, 120, 160)).save(noface / "wall.png")
+    shutil.copy(photos[0], noface / "face.jpg")
+    run = run_demo("--input", str(work / "in"), "--output", str(work / "out"), "--device", "cpu")
+    return run, work / "out"
+
+
+def test_awkward_photos_are_handled(awkward_run):
+    run, out = awkward_run
+    result = check_case(out / "mixed", load_default_model(), 2, "fitting")
+    assert [v["photo_size"] for v in result["views"]] == [[300, 300], [200, 200]]
+
+
+def test_failing_cases_leave_nothing_and_the_others_continue(awkward_run):
+    run, out = awkward_run
+    assert run.status == 1
+    assert "1 of 3 case(s) reconstructed" in run.stdout
+    assert "zz_corrupt.jpg: not a readable image" in run.stdout
+    assert "wall.png: no face found" in run.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["mixed"]
+
+
+def test_one_view_runs_with_a_warning(examples_dir, reference_dir, tmp_path):
+    copy_photos(examples_dir / "case4", tmp_path / "in" / "solo", count=1)
+    run = run_demo("--input", str(tmp_path / "in" / "solo"), "--output", str(tmp_path / "out"), "--mm-dir",
+                   str(reference_dir))  # fmt: skip
+    assert run.status == 0, run.stderr
+    assert "solo: one view only; multi-view consistency needs at least 2" in run.stderr
+    result = check_case(tmp_path / "out" / "solo", MorphableModel.load(reference_dir), 1, "fitting")
+    assert result["model"] == str(reference_dir) and result["details"]["single_view"]
+
+
+def _assert_refused(run: Run, message: str, out: Path) -> None:
+    assert run.status == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], run.stderr
+    assert not out.exists()
+
+
+def test_missing_and_empty_input_folders(tmp_path):
+    out = tmp_path / "out"
+    _assert_refused(run_demo("--input", str(tmp_path / "nowhere"), "--output", str(out)), "nowhere not found", out)
+    (tmp_path / "empty").mkdir()
+    _assert_refused(run_demo("--input", str(tmp_path / "empty"), "--output", str(out)), "holds no images", out)
+
+
+def test_existing_output_is_refused_without_overwrite(examples_dir, tmp_path):
+    copy_photos(examples_dir / "case0", tmp_path / "in" / "case0")
+    (tmp_path / "out" / "case0").mkdir(parents=True)
+    (tmp_path / "out" / "case0" / "mine.obj").write_text("keep me")
+    run = run_demo("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    assert run.status == 2 and "case0 already exists (use --overwrite to replace it)" in run.stderr
+    assert [p.name for p in (tmp_path / "out" / "case0").iterdir()] == ["mine.obj"]
+
+
+def test_checkpoint_and_model_problems(examples_dir, reference_dir, tmp_path):
+    copy_photos(examples_dir / "case0", tmp_path / "in" / "case0")
+    out = tmp_path / "out"
+    common = ("--input", str(tmp_path / "in"), "--output", str(out))
+    missing = tmp_path / "none.pth"
+    run = run_demo(*common, "--checkpoint", str(missing), "--mm-dir", str(reference_dir))
+    _assert_refused(run, f"{missing}: checkpoint not found", out)
+    torch.save({"unrelated.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    run = run_demo(*common, "--checkpoint", str(tmp_path / "other.pth"), "--mm-dir", str(reference_dir))
+    _assert_refused(run, "other.pth: does not match FNRMVSNet: missing keys", out)
+    (tmp_path / "no_model").mkdir()
+    run = run_demo(*common, "--mm-dir", str(tmp_path / "no_model"))
+    _assert_refused(run, "BFM.mat: file not found", out)
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(io.StringIO()) as err:
+        demo.main([*common, "--checkpoint", str(missing)])
+    assert info.value.code == 2 and "--checkpoint needs --mm-dir" in err.getvalue()
+
+
+def test_fan_backend_without_its_package(examples_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "face_alignment", None)
+    copy_photos(examples_dir / "case0", tmp_path / "in" / "case0")
+    run = run_demo("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--landmarks", "fan")
+    _assert_refused(run, "--landmarks fan needs face-alignment: pip install face-alignment", tmp_path / "out")
+    assert "Traceback" not in run.stderr
+
+
+def test_help_explains_every_flag():
+    done = subprocess.run([sys.executable, "demo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0
+    for flag in ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--overwrite"):
+        assert flag in done.stdout
+
+
+def test_a_failed_case_leaves_no_output_folder(tmp_path):
+    case = tmp_path / "in" / "photos"
+    case.mkdir(parents=True)
+    (case / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "new" / "out"
+    run = run_demo("--input", str(case), "--output", str(out))
+    assert run.status == 1 and "a.png: not a readable image" in run.stdout
+    assert not (tmp_path / "new").exists()
