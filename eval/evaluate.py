@@ -7,7 +7,9 @@ Predictions (--pred): one sub-folder per case, as the demo writes them; every fi
 
 Ground truth (--gt), either a folder with one sub-folder per case (file names set by --gt-mesh and
 --gt-landmarks):
-    GT_DIR/<case>/gt.obj                 mesh or scan in millimetres (OBJ; a scan may lack faces)
+    GT_DIR/<case>/gt.obj                 mesh or scan in millimetres (OBJ; a scan may lack faces);
+                                         "{view}" in --gt-mesh pairs per-view ground truth with
+                                         predictions by view number (e.g. gt_view{view}.obj)
     GT_DIR/<case>/gt_landmarks7.txt      7 rows "x y z" (also .npy or MeshLab .pp); scan protocol
 or a text file with one line "<case> <mesh.obj> [<landmarks>]" per case, paths relative to it.
 Every ground-truth case needs at least one prediction.
@@ -32,6 +34,7 @@ Bad input ends with exit status 2 and a one-line message.
 
 import argparse
 import csv
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,6 +60,10 @@ PREDICTION_LANDMARKS_SUFFIX = "_landmarks7.txt"
 # Error range of the cumulative plot; NoW's published curves span 0-8 mm (now_evaluation, cumulative_errors.py).
 DEFAULT_CURVE_MAX_MM = 8.0
 LANDMARK_COUNT = 7
+# In --gt-mesh, replaced by the view number of each prediction's file name ("..._view3.obj" -> 3), for
+# multi-view cases whose ground truth differs per view (e.g. per-view expressions).
+VIEW_PLACEHOLDER = "{view}"
+VIEW_NUMBER = re.compile(r"view(\d+)")
 
 
 class GroundTruthCase(NamedTuple):
@@ -154,6 +161,17 @@ def _about(path: Path) -> Iterator[None]:
         raise EvaluationError(f"{path}: {exc}") from None
 
 
+def ground_truth_mesh_path(case: GroundTruthCase, prediction: Path) -> Path:
+    """The case's GT mesh; a ``{view}`` in its name takes the view number of the prediction's file name."""
+    template = str(case.mesh)
+    if VIEW_PLACEHOLDER not in template:
+        return case.mesh
+    match = VIEW_NUMBER.search(prediction.stem)
+    if match is None:
+        raise EvaluationError(f"{prediction}: --gt-mesh has {VIEW_PLACEHOLDER} but the file name has no view number")
+    return Path(template.replace(VIEW_PLACEHOLDER, match.group(1)))
+
+
 def evaluate_prediction(
     case: GroundTruthCase, ground_truth: TriangleMesh, path: Path, label: str, args: argparse.Namespace
 ) -> list[ResultRow]:
@@ -172,10 +190,10 @@ def evaluate_prediction(
         region = None if args.region is None else read_vertex_indices(args.region, len(ground_truth.vertices))
         with _about(path):
             errors = same_topology_errors(prediction.vertices, ground_truth.vertices, region)
-        return [
-            ResultRow(case.name, label, "vertex_similarity", errors.similarity),
-            ResultRow(case.name, label, "vertex_depth", errors.depth),
-        ]
+        rows = [ResultRow(case.name, label, "vertex_similarity", errors.similarity)]
+        if not args.similarity_only:
+            rows.append(ResultRow(case.name, label, "vertex_depth", errors.depth))
+        return rows
     scan_landmarks = _ground_truth_landmarks(case)
     landmarks = _prediction_landmarks(path, prediction, args.pred_landmark_indices)
     with _about(path):
@@ -242,10 +260,11 @@ def run(args: argparse.Namespace) -> str:
     rows: list[ResultRow] = []
     for case in read_ground_truth_cases(args.gt, args.gt_mesh, args.gt_landmarks):
         paths = find_predictions(args.pred, case.name, args.pattern)
-        ground_truth = read_obj(case.mesh, require_faces=False)
         for path in paths:
+            view_case = case._replace(mesh=ground_truth_mesh_path(case, path))
+            ground_truth = read_obj(view_case.mesh, require_faces=False)
             label = path.relative_to(args.pred).as_posix()
-            rows.extend(evaluate_prediction(case, ground_truth, path, label, args))
+            rows.extend(evaluate_prediction(view_case, ground_truth, path, label, args))
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -267,9 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--pattern", default=DEFAULT_PATTERN, help=f"prediction file glob (default {DEFAULT_PATTERN})")
     parser.add_argument("--protocol", choices=("auto", "vertex", "scan"), default="auto", help="default auto")
-    parser.add_argument("--gt-mesh", default=DEFAULT_GT_MESH, help=f"GT mesh file name (default {DEFAULT_GT_MESH})")
+    parser.add_argument(
+        "--gt-mesh",
+        default=DEFAULT_GT_MESH,
+        help=f"GT mesh file name (default {DEFAULT_GT_MESH}); {{view}} in it takes each prediction's view number",
+    )
     parser.add_argument(
         "--gt-landmarks", default=DEFAULT_GT_LANDMARKS, help=f"GT landmark file name (default {DEFAULT_GT_LANDMARKS})"
+    )
+    parser.add_argument(
+        "--similarity-only",
+        action="store_true",
+        help="vertex protocol: skip vertex_depth (for predictions not in millimetres, e.g. the demo's meshes)",
     )
     parser.add_argument("--region", type=Path, help="vertex protocol: face-region vertex indices or bool .npy mask")
     parser.add_argument("--pred-landmark-indices", type=Path, help="scan protocol: 7 vertex indices of the landmarks")

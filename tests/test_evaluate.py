@@ -316,3 +316,34 @@ def test_obj_reader_rejects_bad_faces(tmp_path: Path) -> None:
         read_obj(path)
     path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1/1/1 2/2/2 4/4/4 3/3/3\n")
     np.testing.assert_array_equal(read_obj(path).faces, [[0, 1, 3], [0, 3, 2]])
+
+
+def test_per_view_ground_truth_and_similarity_only(tmp_path, capsys):
+    """``{view}`` in --gt-mesh pairs each view's prediction with that view's ground truth."""
+    import trimesh
+
+    from eval.evaluate import main as evaluate_main
+    from eval.mesh_io import TriangleMesh as Mesh
+    from eval.mesh_io import write_obj as write
+
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=40.0)
+    vertices, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    stretched = vertices * np.array([1.0, 1.3, 0.8])
+    (tmp_path / "gt" / "case0").mkdir(parents=True)
+    (tmp_path / "pred" / "case0").mkdir(parents=True)
+    write(tmp_path / "gt" / "case0" / "mesh_view0.obj", Mesh(vertices, faces))
+    write(tmp_path / "gt" / "case0" / "mesh_view1.obj", Mesh(stretched, faces))
+    # predictions: each view equals its own ground truth up to a similarity (exact: 0 mm), in other units
+    write(tmp_path / "pred" / "case0" / "face_full_view0.obj", Mesh(vertices * 3.0 + 5.0, faces))
+    write(tmp_path / "pred" / "case0" / "face_full_view1.obj", Mesh(stretched * 3.0 - 2.0, faces))
+    args = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "out")]
+    status = evaluate_main([*args, "--gt-mesh", "mesh_view{view}.obj", "--similarity-only"])
+    table = capsys.readouterr().out
+    assert status == 0
+    assert "vertex_similarity | 2 |" in table and "vertex_depth" not in table
+    rows = (tmp_path / "out" / "per_case.csv").read_text().splitlines()[1:]
+    assert all(float(row.split(",")[5]) < 1e-6 for row in rows)
+    # paired with the wrong view, the error is large
+    assert evaluate_main([*args, "--gt-mesh", "mesh_view0.obj", "--similarity-only"]) == 0
+    rows = (tmp_path / "out" / "per_case.csv").read_text().splitlines()[1:]
+    assert float(rows[1].split(",")[5]) > 1.0

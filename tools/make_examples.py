@@ -10,6 +10,8 @@ Layout (one folder per case, so the demo can take the folder as its input)::
     OUT/caseK/ground_truth/face_full_view{i}.obj   ground-truth mesh of view i, camera space (pixels, y up),
                                                    triangles in the order the demo writes (normals out)
     OUT/caseK/ground_truth/landmarks_view{i}.txt   68 rows "x y", pixels of the crop (y down)
+    OUT/caseK/ground_truth/mesh_mm_view{i}.obj     the same mesh in the model's frame, in millimetres, for
+                                                   ``eval.evaluate --gt-mesh ground_truth/mesh_mm_view{view}.obj``
 
 The cases (:data:`CASES`) are deterministic; some carry detail the model's bases cannot express.
 
@@ -25,8 +27,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from eval.mesh_io import TriangleMesh, write_obj
+from models import camera
 from models.errors import MorphableModelError
 from models.morphable_model import MorphableModel
 from train.synthetic import (
@@ -43,6 +47,8 @@ from train.synthetic import (
 )
 
 GROUND_TRUTH_FOLDER = "ground_truth"
+# The default model and the BFM are in micrometres.
+MODEL_UNITS_PER_MM = 1000.0
 DEFAULT_OUT = Path("examples")
 # Seed of the example cases; case k draws from SeedSequence(EXAMPLES_SEED, spawn_key=(k,)).
 EXAMPLES_SEED = 2020
@@ -61,6 +67,16 @@ class ExampleCase:
 CASES = (ExampleCase(2, False), ExampleCase(3, False), ExampleCase(2, True), ExampleCase(3, True))
 
 
+def unpose_vertices(camera_vertices: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Inverse of models.camera.pose_vertices: (V, n, 3) camera pixels and (V, 6) poses -> model units."""
+    params = camera.denormalize_pose(torch.from_numpy(pose.astype(np.float64)))
+    rotation = camera.euler_to_matrix(params.pitch, params.yaw, params.roll)  # (V, 3, 3)
+    translation = torch.stack([params.tx, params.ty, torch.zeros_like(params.tx)], dim=-1)
+    centred = torch.from_numpy(camera_vertices.astype(np.float64)) - translation[:, None]
+    model = centred @ rotation / params.scale.view(-1, 1, 1)  # R^T applied to row vectors
+    return (model + model.new_tensor([0.0, 0.0, camera.MODEL_DEPTH_OFFSET])).numpy()
+
+
 def write_case(sample: SyntheticSample, triangles: np.ndarray, folder: Path) -> None:
     """Write one case folder (see the module docstring); refuses a folder that exists and is not empty.
 
@@ -68,6 +84,7 @@ def write_case(sample: SyntheticSample, triangles: np.ndarray, folder: Path) -> 
         triangles: (t, 3) the model's triangles (clockwise from the camera); written reversed, as the demo does.
     """
     outward = np.ascontiguousarray(triangles[:, ::-1])
+    model_space_mm = unpose_vertices(sample.vertices, sample.pose) / MODEL_UNITS_PER_MM
     with staged_folder(folder) as staging:
         write_images(sample, staging)
         truth = staging / GROUND_TRUTH_FOLDER
@@ -76,6 +93,7 @@ def write_case(sample: SyntheticSample, triangles: np.ndarray, folder: Path) -> 
         for view in range(sample.views):
             write_obj(truth / f"face_full_view{view}.obj", TriangleMesh(sample.vertices[view], outward))
             np.savetxt(truth / f"landmarks_view{view}.txt", sample.landmarks[view], fmt="%.4f")
+            write_obj(truth / f"mesh_mm_view{view}.obj", TriangleMesh(model_space_mm[view], outward))
             np.savetxt(staging / f"view{view}.txt", sample.landmarks[view], fmt="%.4f")
 
 
