@@ -27,10 +27,12 @@ from models.fnrmvs_net import FNRMVSNet
 from models.morphable_model import MorphableModel
 from tools.reference_weights import fill_with_reference_rule
 from tools.synthetic_face_model import synthetic_morphable_model
+from train.batch import Batch
 from train.config import DEFAULT_LEARNING_RATE
 from train.dataset import normalize_images
 from train.losses import LossFunction
-from train.train import Batch, OptimizerObjective, select_trainable, set_train_mode
+from train.objectives import OptimizerObjective
+from train.trainable import select_trainable, set_train_mode
 
 BATCH_SIZE = 2
 VIEWS = 2

@@ -13,9 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv3x3(
-    in_planes: int, out_planes: int, stride: int = 1, padding: int = 1, dilation: int = 1
-) -> nn.Conv2d:
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, padding: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution without bias (the bias is folded into the following norm layer)."""
     return nn.Conv2d(
         in_planes, out_planes, kernel_size=3, stride=stride, padding=padding, bias=False, dilation=dilation

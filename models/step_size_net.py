@@ -46,9 +46,7 @@ class StepSizeNet(nn.Module):
         nn.init.zeros_(self.net[-2].weight)
         nn.init.zeros_(self.net[-2].bias)
 
-    def forward(
-        self, inputs: Sequence[torch.Tensor], scales: Sequence[float], biases: Sequence[float]
-    ) -> StepSizes:
+    def forward(self, inputs: Sequence[torch.Tensor], scales: Sequence[float], biases: Sequence[float]) -> StepSizes:
         """inputs: tensors (N, in_nchs[i]); scales, biases: one number per group of ``out_nchs``."""
         if len(scales) != len(self.out_nchs) or len(biases) != len(self.out_nchs):
             raise ValueError(

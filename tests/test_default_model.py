@@ -12,25 +12,21 @@ from models.camera import IMAGE_SIZE, MODEL_DEPTH_OFFSET, pose_vertices, to_imag
 from models.errors import MorphableModelError
 from models.mesh_geometry import backface_visibility, vertex_normals
 from models.morphable_model import NUM_EXPRESSION_COMPONENTS, NUM_LANDMARKS, NUM_SHAPE_COMPONENTS
-from tools.build_default_face_model import (
-    IBUG_MIRROR,
-    KernelScale,
+from tools.build_default_face_model import main
+from tools.default_face_model.gp_basis import KernelScale, gp_basis, leading_eigenpairs, squared_exponential
+from tools.default_face_model.ibug import IBUG_MIRROR
+from tools.default_face_model.landmark_selection import select_landmarks
+from tools.default_face_model.mesh_ops import (
     boundary_loops,
-    disk_uv,
-    gp_basis,
-    leading_eigenpairs,
-    loop_subdivision,
-    main,
-    mirror_average,
     orient_triangles,
-    select_landmarks,
-    squared_exponential,
     symmetrise_topology,
     triangles_from_edges,
     unique_edges,
-    uv_coverage,
     zipper_fill,
 )
+from tools.default_face_model.mirror_symmetry import mirror_average
+from tools.default_face_model.subdivision import loop_subdivision
+from tools.default_face_model.uv_unwrap import disk_uv, uv_coverage
 from tools.synthetic_face_model import make_grid_face
 
 # ------------------------------------------------------------------------------------------- the shipped model

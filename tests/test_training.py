@@ -26,7 +26,9 @@ from tools.synthetic_face_model import synthetic_morphable_model
 from train import train as T
 from train.config import ConfigError, TrainConfig, parse_config
 from train.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetError, MultiViewFaceDataset, collate_samples
+from train.logs import TRAIN_LOG, VAL_LOG
 from train.synthetic import generate_dataset
+from train.training_state import STATE_FILE
 
 GRID_SIDE = 20
 VIEWS = 2
@@ -203,14 +205,14 @@ def test_regressor_stage_resume_matches_an_uninterrupted_run(assets: dict[str, P
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     uninterrupted = T.train(_config(assets, out=str(whole), max_steps=2, **common))
     first = T.train(_config(assets, out=str(parts), max_steps=1, **common))
-    resumed = T.train(_config(assets, out=str(parts), max_steps=2, resume=str(parts / T.STATE_FILE), **common))
+    resumed = T.train(_config(assets, out=str(parts), max_steps=2, resume=str(parts / STATE_FILE), **common))
 
     assert first.losses == uninterrupted.losses[:1]
     assert resumed.losses == uninterrupted.losses[1:]
     assert uninterrupted.losses[1] != uninterrupted.losses[0]
     for key, value in uninterrupted.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
-    assert [row.split(",")[0] for row in (parts / T.TRAIN_LOG).read_text().splitlines()] == ["step", "1", "2"]
+    assert [row.split(",")[0] for row in (parts / TRAIN_LOG).read_text().splitlines()] == ["step", "1", "2"]
 
     # Validation after the epoch (step 2), identical in both runs; mm = px / (pose scale) / 1000 per view.
     assert first.validations == [] and resumed.validations == uninterrupted.validations
@@ -220,9 +222,9 @@ def test_regressor_stage_resume_matches_an_uninterrupted_run(assets: dict[str, P
         scale = camera.denormalize_pose(torch.from_numpy(content["pose"])).scale
     assert validation.vertex_px / float(scale.max()) / 1000 <= validation.vertex_mm
     assert validation.vertex_mm <= validation.vertex_px / float(scale.min()) / 1000
-    rows = (parts / T.VAL_LOG).read_text().splitlines()
+    rows = (parts / VAL_LOG).read_text().splitlines()
     assert rows[0] == "step,epoch,vertex_px,vertex_mm,landmark_px,views" and rows[1].startswith("2,0,")
-    for name in (T.LAST_MODEL, T.BEST_MODEL, T.EPOCH_MODEL.format(epoch=1), T.STATE_FILE, T.CONFIG_COPY):
+    for name in (T.LAST_MODEL, T.BEST_MODEL, T.EPOCH_MODEL.format(epoch=1), STATE_FILE, T.CONFIG_COPY):
         assert (parts / name).is_file(), name
 
     # The bare state dict (the authors' format) loads strictly; only the regressor trained.
@@ -282,4 +284,4 @@ def test_two_process_gloo_run_keeps_the_ranks_identical(assets: dict[str, Path],
     assert changed > 100
     saved = read_state_dict(out / T.LAST_MODEL)
     assert all(torch.equal(saved[k], v) for k, v in rank0["state"].items())
-    assert len((out / T.TRAIN_LOG).read_text().splitlines()) == 2  # header + one step, logged once
+    assert len((out / TRAIN_LOG).read_text().splitlines()) == 2  # header + one step, logged once
