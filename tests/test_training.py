@@ -236,13 +236,17 @@ def test_regressor_stage_resume_matches_an_uninterrupted_run(assets: dict[str, P
 
 
 def test_optimizer_stage_lowers_the_loss(assets: dict[str, Path], tmp_path: Path) -> None:
-    """Three steps on one sample (the regressor frozen) at the authors' lr: the recipe loss falls."""
-    data = data_folder(tmp_path, "data", {f"copy{i}": assets["sample"] for i in range(3)})
-    config = _config(assets, stage="optimizer", data=str(data), out=str(tmp_path / "out"), init=str(assets["init"]))
+    """Two dozen steps on one sample (the regressor frozen) at the authors' lr: the recipe loss falls clearly."""
+    data = data_folder(tmp_path, "data", {"only": assets["sample"]})
+    config = _config(
+        assets, stage="optimizer", data=str(data), out=str(tmp_path / "out"), init=str(assets["init"]), epochs=24
+    )
     result = T.train(config)
-    losses = result.losses
-    assert len(losses) == 3 and all(np.isfinite(losses))
-    assert losses[1] < losses[0] and losses[2] < 0.85 * losses[0], losses
+    losses = np.array(result.losses)
+    assert len(losses) == 24 and np.isfinite(losses).all()
+    # a margin, not a threshold at the edge: the last steps average well under half the first loss
+    assert losses[-4:].mean() < 0.5 * losses[0], losses
+    assert losses[12:].max() < losses[0], losses
     fresh = FNRMVSNet(synthetic_morphable_model(GRID_SIDE, GRID_SIDE))
     load_checkpoint(fresh, tmp_path / "out" / T.LAST_MODEL)
     initial = read_state_dict(assets["init"])
