@@ -185,9 +185,10 @@ class AdaptiveBasisNet(nn.Module):
         sampled = F.grid_sample(
             feat.reshape(b, c, *feat.shape[3:]), grid, mode="bilinear", padding_mode="zeros", align_corners=True
         ).view(n_smp, n_views, c, n)
-        # Features survive on visible vertices and everywhere outside the face region (the original's
-        # sum of the two masked copies; vis_mask lies inside the face region, so they are disjoint).
-        kept = sampled * vis_mask.to(sampled.dtype) + sampled * self.outside_face
+        # Features survive on visible vertices and everywhere outside the face region. The original adds the
+        # two masked copies; visible vertices lie inside the face region, so the masks are disjoint and one
+        # product with their sum gives the same values.
+        kept = sampled * (vis_mask.to(sampled.dtype) + self.outside_face)
         vert_pos = vert.transpose(2, 3) / (img_h + img_w) * 2.0  # (N, V, 3, n)
         vert_feat = torch.cat([kept, vert_pos], dim=2).view(b, c + 3, n)
 

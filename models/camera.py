@@ -133,9 +133,8 @@ def to_image(vertices: torch.Tensor, height: int = IMAGE_SIZE, width: int = IMAG
     Returns:
         (..., n, 3) image-space vertices.
     """
-    u = vertices[..., 0] + width / 2
-    v = height - (vertices[..., 1] + height / 2) - 1.0
-    return torch.stack([u, v, vertices[..., 2]], dim=-1)
+    x, y, z = vertices.unbind(dim=-1)
+    return torch.stack([x + width / 2, height - (y + height / 2) - 1.0, z], dim=-1)
 
 
 def image_to_grid(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -143,9 +142,8 @@ def image_to_grid(points: torch.Tensor, height: int, width: int) -> torch.Tensor
 
     The authors' ``x_2d_normalize``: x / (W - 1) * 2 - 1, y / (H - 1) * 2 - 1.
     """
-    x = points[..., 0] / (float(width) - 1.0)
-    y = points[..., 1] / (float(height) - 1.0)
-    return torch.stack([x, y], dim=-1) * 2.0 - 1.0
+    x, y = points.unbind(dim=-1)
+    return torch.stack([x / (float(width) - 1.0), y / (float(height) - 1.0)], dim=-1) * 2.0 - 1.0
 
 
 def pose_vertices(model_vertices: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:

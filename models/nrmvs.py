@@ -174,6 +174,7 @@ def run_nrmvs(
     face = layer.face
     # Inference records detached tensors so that finished steps do not keep their graphs alive.
     keep = (lambda tensor: tensor) if create_graph else torch.Tensor.detach
+    region = face.face_region_mask.nonzero().squeeze(1)  # (m,) face-region vertex indices, increasing
     n_samples, n_views, channels, height, width = images.shape
     image_size = (height, width)
     shape_coeffs = torch.zeros(n_samples, face.shape_std.shape[0], 1, device=images.device, dtype=images.dtype)
@@ -219,8 +220,10 @@ def run_nrmvs(
         step_net = getattr(layer, f"step_net{level}")
         for _ in range(STEPS_PER_LEVEL):
             with torch.enable_grad():
-                vertex_features = sample_at_vertices(feature_map, vertices, image_size)
-                feature_term = feature_metric_energy(vertex_features, visible)
+                # Only face-region vertices can be co-visible: sampling the others would only feed zeros.
+                region_vertices = vertices[:, :, region]
+                vertex_features = sample_at_vertices(feature_map, region_vertices, image_size)
+                feature_term = feature_metric_energy(vertex_features, visible[:, :, region])
                 landmark_visible = full_visible[:, :, face.landmark_indices]
                 landmark_term = landmark_energy(
                     vertices, landmarks, face.landmark_indices, landmark_visible, visible, image_size

@@ -44,14 +44,17 @@ def feature_metric_energy(vertex_features: torch.Tensor, visible: torch.Tensor) 
         raise ValueError("the feature-metric energy needs at least two views")
     total = vertex_features.new_zeros(())
     per_view = [[] for _ in range(n_views)]
+    # unbind, not indexing: its backward stacks the gradients instead of zero-filling a full tensor per view
+    features = vertex_features.unbind(dim=1)
     for i in range(n_views - 1):
         for j in range(i + 1, n_views):
-            difference = vertex_features[:, i] - vertex_features[:, j]  # (N, C, n)
+            difference = features[i] - features[j]  # (N, C, n)
             both = visible[:, i] & visible[:, j]  # (N, n)
             squared = difference.square().sum(dim=1)  # (N, n)
             total = total + squared[both].mean()
             weight = both.unsqueeze(1).to(difference.dtype)
-            residual = (difference.abs() * weight).sum(dim=2) / weight.sum(dim=2)  # (N, C)
+            # masked sum over vertices as a batched product: (N, C, n) @ (N, n, 1)
+            residual = torch.bmm(difference.abs(), weight.transpose(1, 2)).squeeze(2) / weight.sum(dim=2)  # (N, C)
             per_view[i].append(residual)
             per_view[j].append(residual)
     residuals = torch.stack([torch.stack(pairs, dim=0).mean(dim=0) for pairs in per_view], dim=1)
