@@ -254,7 +254,7 @@ def process_case(
         details=reconstruction.details,
         **settings,
     )
-    with staged_directory(target, overwrite) as staging:
+    with staged_directory(target, overwrite, case.images) as staging:
         result.timings = {"preprocess": prepared - start, "reconstruct": reconstructed - prepared}
         write_case(
             staging,
@@ -354,9 +354,9 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
         raise DemoError(f"{error}; `python -m tools.make_examples` writes the example cases there") from None
     targets = [(case, Path(args.output) / case.name) for case in cases]
     problems = []
-    for _, target in targets:
+    for case, target in targets:
         try:
-            check_target(target, args.overwrite)
+            check_target(target, args.overwrite, case.images)
         except OutputError as error:
             problems.append(str(error))
     if problems:

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,21 +166,35 @@ def write_case(directory: Path, result: CaseResult, triangles: np.ndarray, valid
     (directory / RESULT).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
-def check_target(target: Path, overwrite: bool) -> None:
-    """Raise :class:`OutputError` when ``target`` may not be (re)written."""
+def is_earlier_result(target: Path, inputs: Sequence[Path]) -> bool:
+    """Whether ``target`` holds this demo's result of exactly these photos (its ``result.json`` lists them).
+
+    Re-running the demo on the same photos refreshes such a folder (as ``python demo.py`` does with the
+    shipped ``out_dir/``); anything else needs ``--overwrite``.
+    """
+    try:
+        record = json.loads((target / RESULT).read_text(encoding="utf-8"))
+        stored = [Path(view["input"]).resolve() for view in record["views"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(inputs) and sorted(stored) == sorted(Path(path).resolve() for path in inputs)
+
+
+def check_target(target: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Raise :class:`OutputError` when ``target`` may not be (re)written (see :func:`is_earlier_result`)."""
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise OutputError(f"{target} already exists (use --overwrite to replace it)")
+    if target.is_dir() and any(target.iterdir()) and not overwrite and not is_earlier_result(target, inputs):
+        raise OutputError(f"{target} already exists and is not this demo's result of these photos (use --overwrite)")
 
 
 @contextmanager
-def staged_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(target: Path, overwrite: bool = False, inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield an empty staging folder beside ``target``; on success it replaces ``target``, on error it is removed.
 
     Folders created above ``target`` are removed again when the case fails and they stayed empty.
     """
-    check_target(target, overwrite)
+    check_target(target, overwrite, inputs)
     created = [parent for parent in (target.parent, *target.parent.parents) if not parent.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"

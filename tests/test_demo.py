@@ -219,8 +219,25 @@ def test_existing_output_is_refused_without_overwrite(examples_dir, tmp_path):
     (tmp_path / "out" / "case0").mkdir(parents=True)
     (tmp_path / "out" / "case0" / "mine.obj").write_text("keep me")
     run = run_demo("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
-    assert run.status == 2 and "case0 already exists (use --overwrite to replace it)" in run.stderr
+    assert run.status == 2 and "case0 already exists and is not this demo's result of these photos" in run.stderr
     assert [p.name for p in (tmp_path / "out" / "case0").iterdir()] == ["mine.obj"]
+
+
+def test_rerun_refreshes_the_earlier_result_of_the_same_photos(tmp_path):
+    """As `python demo.py` on a fresh clone refreshes the shipped out_dir/: same photos, same folder."""
+    case = tmp_path / "in" / "case2"
+    shutil.copytree(REPO_ROOT / "examples" / "case2", case, ignore=shutil.ignore_patterns("ground_truth"))
+    out = tmp_path / "out"
+    assert run_demo("--input", str(case), "--output", str(out)).status == 0
+    first = (out / "case2" / "result.json").read_text()
+    assert run_demo("--input", str(case), "--output", str(out)).status == 0
+    assert (out / "case2" / "result.json").read_text() != first  # rewritten (timings differ)
+    # other photos under the same case name are someone else's result: refused
+    (case / "view1.png").unlink()
+    (case / "view1.txt").unlink()
+    run = run_demo("--input", str(case), "--output", str(out))
+    assert run.status == 2 and "is not this demo's result of these photos" in run.stderr
+    assert (out / "case2" / "face_full_view1.obj").exists()
 
 
 def test_checkpoint_and_model_problems(examples_dir, reference_dir, tmp_path):
