@@ -115,13 +115,12 @@ class NRMVSResult:
         return self.levels[-1].steps[-1].vertices if self.levels else self.initial_vertices
 
 
-class _Parameters:
-    """The optimised variables of the current level and how they map to vertices."""
+class _VertexModel:
+    """How the optimised variables of one level map to vertices: the face model plus the level's
+    adaptive basis and the frozen displacement of the earlier levels (no basis before the first level)."""
 
-    def __init__(self, face, shape_coeffs, pose, basis, adaptive_std, frozen_delta):
+    def __init__(self, face, basis=None, adaptive_std=None, frozen_delta=None):
         self.face = face
-        self.shape_coeffs = shape_coeffs  # (N, 80, 1)
-        self.pose = pose  # (N, V, 6)
         self.basis = basis  # (N, 3n, 64) or None
         self.adaptive_std = adaptive_std  # (1, 64, 1)
         self.frozen_delta = frozen_delta  # (N, V, n, 3) model space
@@ -178,9 +177,9 @@ def run_nrmvs(
     n_samples, n_views, channels, height, width = images.shape
     image_size = (height, width)
     shape_coeffs = torch.zeros(n_samples, face.shape_std.shape[0], 1, device=images.device, dtype=images.dtype)
-    params = _Parameters(face, None, None, None, None, None)
+    vertex_model = _VertexModel(face)
 
-    vertices, _ = params.vertices(shape_coeffs, pose, None)
+    vertices, _ = vertex_model.vertices(shape_coeffs, pose, None)
     visible, full_visible = _visibility(face, vertices)
     result = NRMVSResult(
         initial_vertices=keep(vertices),
@@ -208,13 +207,13 @@ def run_nrmvs(
         basis_net = getattr(layer, f"adap_B_net{level}")
         basis = basis_net(basis_map, vertices.detach(), visible.unsqueeze(2), height, width).basis
         record = LevelRecord(level=level, adaptive_basis=keep(basis))
-        params = _Parameters(face, None, None, basis, basis_net.apEV, frozen_delta)
+        vertex_model = _VertexModel(face, basis, basis_net.apEV, frozen_delta)
 
         shape_coeffs = shape_coeffs.detach().requires_grad_(True)
         pose = pose.detach().requires_grad_(True)
         adaptive = torch.zeros(n_samples, n_views, NUM_ADAPTIVE, 1, device=images.device, dtype=images.dtype)
         adaptive.requires_grad_(True)
-        vertices, delta = params.vertices(shape_coeffs, pose, adaptive)
+        vertices, delta = vertex_model.vertices(shape_coeffs, pose, adaptive)
         visible, full_visible = _visibility(face, vertices)
 
         step_net = getattr(layer, f"step_net{level}")
@@ -243,7 +242,7 @@ def run_nrmvs(
                 pose = pose - pose_step.view(-1, 1, 1) * pose_grad
                 adaptive = adaptive - adaptive_step.view(-1, 1, 1, 1) * adaptive_grad
             colors = sample_at_vertices(images, vertices.detach(), image_size)
-            vertices, delta = params.vertices(shape_coeffs, pose, adaptive)
+            vertices, delta = vertex_model.vertices(shape_coeffs, pose, adaptive)
             visible, full_visible = _visibility(face, vertices)
             record.steps.append(
                 StepRecord(
