@@ -7,10 +7,12 @@ moves the *first* argument (the prediction, or the scan points in ICP) onto the 
 from typing import NamedTuple
 
 import numpy as np
+import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
 from eval import EvaluationError
+from train.procrustes import procrustes
 
 # ICP stops after this many iterations at most; from a landmark start point-to-plane steps settle in a
 # handful (point-to-point steps, as in trimesh.registration.icp, needed ~200 on the test face).
@@ -45,16 +47,13 @@ def similarity_procrustes(source: np.ndarray, target: np.ndarray) -> SimilarityT
     target = np.asarray(target, dtype=np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 3 or len(source) < 3:
         raise EvaluationError(f"alignment needs two equal (n >= 3, 3) point sets, got {source.shape}, {target.shape}")
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
-    source_centred, target_centred = source - source_mean, target - target_mean
-    source_variance = (source_centred**2).sum() / len(source)
-    if source_variance <= 1e-12 * max(1.0, (target_centred**2).sum() / len(target)):
+    source_variance = ((source - source.mean(axis=0)) ** 2).sum() / len(source)
+    if source_variance <= 1e-12 * max(1.0, ((target - target.mean(axis=0)) ** 2).sum() / len(target)):
         raise EvaluationError("alignment points are degenerate (all at one place)")
-    u, singular, vt = np.linalg.svd(target_centred.T @ source_centred / len(source))
-    signs = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = (u * signs) @ vt
-    scale = float((singular * signs).sum() / source_variance)
-    return SimilarityTransform(scale, rotation, target_mean - scale * rotation @ source_mean)
+    # the project's batched Procrustes (train/procrustes.py), in float64; it maps row vectors: p @ R + t
+    fitted = procrustes(torch.from_numpy(target)[None], torch.from_numpy(source)[None]).transform
+    rotation = fitted.rotation[0].numpy().T
+    return SimilarityTransform(float(fitted.scale), rotation, fitted.translation[0, 0].numpy())
 
 
 class DepthAlignment(NamedTuple):

@@ -46,7 +46,11 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, adjacent: to
 
     As face3d's ``get_normal``. Shapes as :func:`vertex_normal_sums`.
     """
-    sums = vertex_normal_sums(vertices, triangles, adjacent)
+    return unit_normals(vertex_normal_sums(vertices, triangles, adjacent))
+
+
+def unit_normals(sums: torch.Tensor) -> torch.Tensor:
+    """Normalise summed normals (..., 3) to unit length; zero sums (isolated vertices) become (1, 0, 0)."""
     length = sums.norm(dim=-1, keepdim=True)
     isolated = length == 0
     fallback = torch.zeros_like(sums)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from models.camera import to_image
-from models.mesh_geometry import crop_mesh, triangle_normals
+from models.mesh_geometry import crop_mesh, triangle_normals, unit_normals
 
 # Bound on the (triangle, pixel) pairs tested at once (about 200 bytes of temporaries each, so ~100 MB).
 MAX_PAIRS_PER_CHUNK = 1 << 19
@@ -239,11 +239,7 @@ def vertex_normals_from_triangles(vertices: torch.Tensor, triangles: torch.Tenso
     sums = torch.zeros_like(vertices)
     for k in range(3):
         sums.index_add_(0, triangles[:, k], face_normals)
-    length = sums.norm(dim=1, keepdim=True)
-    isolated = length == 0
-    fallback = torch.zeros_like(sums)
-    fallback[:, 0] = 1.0
-    return torch.where(isolated, fallback, sums / torch.where(isolated, torch.ones_like(length), length))
+    return unit_normals(sums)
 
 
 def render_geometry_overlay(

@@ -54,6 +54,7 @@ from models.camera import IMAGE_SIZE, Pose, normalize_pose, pose_vertices, to_im
 from models.errors import MorphableModelError
 from models.mesh_geometry import vertex_normals
 from models.morphable_model import MorphableModel
+from models.photometric import gaussian_blur
 from models.renderer import render_colors, sh_shading
 
 FORMAT_VERSION = 1
@@ -255,19 +256,6 @@ def _background(rng: np.random.Generator, config: SampleConfig) -> torch.Tensor:
     return (smooth + noise).clamp(0, 1).permute(1, 2, 0)
 
 
-def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an (H, W, C) image (reflect padding)."""
-    if sigma <= 0:
-        return image
-    radius = max(1, int(np.ceil(3 * sigma)))
-    taps = torch.exp(-(torch.arange(-radius, radius + 1, dtype=image.dtype) ** 2) / (2 * sigma**2))
-    taps = taps / taps.sum()
-    planes = image.permute(2, 0, 1).unsqueeze(1)  # (C, 1, H, W)
-    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
-    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1))
-    return planes[:, 0].permute(1, 2, 0)
-
-
 def _detail_offset(
     identity: torch.Tensor, mm: MorphableModel, rng: np.random.Generator, config: SampleConfig
 ) -> torch.Tensor:
@@ -315,7 +303,7 @@ def render_sample(mm: MorphableModel, rng: np.random.Generator, config: SampleCo
             colours = albedo * sh_shading(normals[view], torch.from_numpy(sh)).clamp(min=0)
             background = _background(appearance_rng, config)
             image = render_colors(image_vertices[view], mm.triangles, colours, IMAGE_SIZE, IMAGE_SIZE, background)
-            image = _blur(image, config.blur_sigma_px)
+            image = gaussian_blur(image.permute(2, 0, 1).unsqueeze(0), config.blur_sigma_px)[0].permute(1, 2, 0)
             image = image + torch.from_numpy(appearance_rng.normal(0, config.pixel_noise, image.shape)).float()
             images.append((image.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
 
