@@ -3,10 +3,11 @@
 Like the authors' ``demo.py``, edit the paths below and run ``python demo.py``, or pass flags
 (``python demo.py --help``). Every image in a case folder is one view of the same person; a folder whose
 subfolders hold the images is processed case by case. Results go to ``OUTPUT/<case folder name>/``
-(see ``models/demo_outputs.py`` for the files).
+(see ``models/io/case_outputs.py`` for the files). The work itself is :mod:`models.reconstruction`'s;
+this script parses the arguments, finds the cases and loops over them.
 
-Methods: without a checkpoint, the weights-free multi-view fitting (``models/fitting.py``) with the
-project's default face model, or with ``--mm-dir``'s 3DMM; with ``--checkpoint`` (and ``--mm-dir``, the
+Methods: without a checkpoint, the weights-free multi-view fitting (``models/fitting/multiview_fit.py``) with
+the project's default face model, or with ``--mm-dir``'s 3DMM; with ``--checkpoint`` (and ``--mm-dir``, the
 3DMM it was trained with) the authors' learned network (FNRMVSNet), which needs at least two views.
 
 Exit status: 0 when every case succeeded, 1 when a case failed (the others are still processed), 2 when
@@ -21,29 +22,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
-from models.default_model import load_default_model
-from models.demo_outputs import CaseResult, OutputError, check_target, staged_directory, write_case
-from models.errors import MorphableModelError
-from models.fitting import fit_multiview
-from models.fnrmvs_net import FNRMVSNet
-from models.landmarks import BACKENDS, LandmarkDetector, LandmarkError, create_detector
-from models.morphable_model import MorphableModel
-from models.preprocess import (
-    IMAGE_SUFFIXES,
-    LANDMARK_SUFFIXES,
-    InputError,
-    NetworkInputs,
-    first_line,
-    network_inputs,
-    prepare_view,
-)
+from models.errors import DFNRMVSError, InputError, OutputError
+from models.face_model.morphable_model import MorphableModel
+from models.io.case_outputs import check_target
+from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_detector
+from models.io.preprocess import IMAGE_SUFFIXES, LANDMARK_SUFFIXES, first_line
+from models.reconstruction import FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
 
 # ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
 INPUT_DIR = "examples"  # one case (images of one person) or one subfolder per case
@@ -60,77 +49,8 @@ LEARNED_MIN_VIEWS = 2
 log = logging.getLogger("demo")
 
 
-class DemoError(RuntimeError):
+class DemoError(DFNRMVSError):
     """Nothing can run (input, output or model problem); one-line message."""
-
-
-class Reconstruction(NamedTuple):
-    """vertices (V, n, 3) camera-space meshes; poses (V, 6) normalised; details: JSON-ready facts."""
-
-    vertices: np.ndarray
-    poses: np.ndarray
-    details: dict
-
-
-class Reconstructor(Protocol):
-    """A reconstruction method for the views of one case."""
-
-    method: str
-    min_views: int
-    model: MorphableModel
-
-    def reconstruct(self, inputs: NetworkInputs) -> Reconstruction: ...
-
-
-class FittingReconstructor:
-    """The weights-free multi-view fitting (``models.fitting.fit_multiview``)."""
-
-    method = "fitting"
-    min_views = 1
-
-    def __init__(self, model: MorphableModel) -> None:
-        self.model = model
-
-    def reconstruct(self, inputs: NetworkInputs) -> Reconstruction:
-        fit = fit_multiview(self.model, inputs.raw_images, inputs.landmarks)
-        stages = [
-            {
-                "name": stage.name,
-                "landmark_rms_px": [round(float(e), 4) for e in stage.landmark_error],
-                "photometric_error": None if np.isnan(stage.photometric_error) else stage.photometric_error,
-                "seconds": round(stage.seconds, 3),
-            }
-            for stage in fit.stages
-        ]
-        details = {"stages": stages, "single_view": fit.single_view}
-        return Reconstruction(fit.vertices.detach().cpu().numpy(), fit.pose.detach().cpu().numpy(), details)
-
-
-class LearnedReconstructor:
-    """The authors' FNRMVSNet with a checkpoint."""
-
-    method = "learned"
-    min_views = LEARNED_MIN_VIEWS
-
-    def __init__(self, model: MorphableModel, checkpoint: Path, device: torch.device) -> None:
-        state = read_state_dict(checkpoint)
-        self.model = model
-        self.network = FNRMVSNet(model)
-        check_state_dict(self.network, state, str(checkpoint))
-        self.network.load_state_dict(state, strict=True)
-        self.network.to(device).eval()
-
-    def reconstruct(self, inputs: NetworkInputs) -> Reconstruction:
-        with torch.no_grad():
-            output = self.network(inputs.images[None], inputs.raw_images[None], inputs.landmarks[None])
-        energies = [
-            {"level": level.level, "step": k, "feature": float(s.feature_energy), "landmark": float(s.landmark_energy)}
-            for level in output.optimisation.levels
-            for k, s in enumerate(level.steps)
-        ]
-        pose = output.optimisation.levels[-1].steps[-1].pose[0]
-        vertices = output.vertices[0].cpu().numpy()
-        return Reconstruction(vertices, pose.cpu().numpy(), {"energies": energies})
 
 
 @dataclass
@@ -209,25 +129,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_reconstructor(checkpoint: str | None, mm_dir: str | None, device: torch.device) -> tuple[Reconstructor, str]:
-    """The method the arguments select and a description of its face model."""
-    if mm_dir is None:
-        model, label = load_default_model(), "default (models/data/default_face_model.npz)"
-    else:
-        model, label = MorphableModel.load(mm_dir), str(mm_dir)
+def build_reconstructor(checkpoint: str | None, mm_dir: str | None, device: torch.device) -> Reconstructor:
+    """The method the arguments select: the learned network with a checkpoint, else the fitting."""
+    model = None if mm_dir is None else MorphableModel.load(mm_dir)
     if checkpoint is not None:
-        return LearnedReconstructor(model, Path(checkpoint), device), label
-    return FittingReconstructor(model.to(device)), label
+        return LearnedReconstructor(model, checkpoint, device, model_name=str(mm_dir))
+    return FittingReconstructor(model, None if mm_dir is None else str(mm_dir), device)
 
 
 def process_case(
-    case: Case,
-    target: Path,
-    reconstructor: Reconstructor,
-    detector: LandmarkDetector,
-    device: torch.device,
-    overwrite: bool,
-    settings: dict,
+    case: Case, target: Path, reconstructor: Reconstructor, detector: LandmarkDetector, overwrite: bool
 ) -> CaseOutcome:
     """Reconstruct one case and write its outputs (all or nothing)."""
     start = time.perf_counter()
@@ -238,30 +149,8 @@ def process_case(
         )
     if len(case.images) == 1:
         log.warning("%s: one view only; multi-view consistency needs at least 2 (landmarks and priors only)", case.name)
-    views = [prepare_view(path, detector) for path in case.images]
-    prepared = time.perf_counter()
-    reconstruction = reconstructor.reconstruct(network_inputs(views, device))
-    reconstructed = time.perf_counter()
-    model = reconstructor.model
-    result = CaseResult(
-        name=case.name,
-        views=views,
-        vertices=reconstruction.vertices,
-        poses=reconstruction.poses,
-        method=reconstructor.method,
-        landmark_backend=detector.name,
-        device=str(device),
-        details=reconstruction.details,
-        **settings,
-    )
-    with staged_directory(target, overwrite, case.images) as staging:
-        result.timings = {"preprocess": prepared - start, "reconstruct": reconstructed - prepared}
-        write_case(
-            staging,
-            result,
-            model.triangles.cpu().numpy(),
-            model.face_region_mask_no_nose_hole.cpu().numpy(),
-        )
+    result = reconstruct(case.images, reconstructor, detector, name=case.name)
+    result.save(target, overwrite)
     return CaseOutcome(case.name, target, None, time.perf_counter() - start)
 
 
@@ -333,14 +222,11 @@ def _configure_logging(verbose: bool) -> None:
 
 
 class DemoSetup(NamedTuple):
-    """What every case uses: (case, output folder) pairs, the method, the detector, the device and the
-    settings recorded in result.json."""
+    """What every case uses: (case, output folder) pairs, the method and the landmark detector."""
 
     targets: list[tuple[Case, Path]]
     reconstructor: Reconstructor
     detector: LandmarkDetector
-    device: torch.device
-    settings: dict
 
 
 def set_up(args: argparse.Namespace) -> DemoSetup:
@@ -361,16 +247,16 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
             problems.append(str(error))
     if problems:
         raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
-    reconstructor, label = build_reconstructor(args.checkpoint, args.mm_dir, device)
+    reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device)
     detector = create_detector(args.landmarks, str(device))
-    return DemoSetup(targets, reconstructor, detector, device, {"model": label, "checkpoint": args.checkpoint})
+    return DemoSetup(targets, reconstructor, detector)
 
 
 def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> CaseOutcome:
     """:func:`process_case` with its failure turned into a one-line outcome."""
     start = time.perf_counter()
     try:
-        return process_case(case, target, setup.reconstructor, setup.detector, setup.device, overwrite, setup.settings)
+        return process_case(case, target, setup.reconstructor, setup.detector, overwrite)
     except (InputError, OutputError) as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others
@@ -388,14 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         setup = set_up(args)
-    except (DemoError, OutputError, MorphableModelError, CheckpointError, LandmarkError) as error:
+    except DFNRMVSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     log.info(
         "%d case(s); method %s on %s; landmarks %s; set-up %.1f s",
         len(setup.targets),
         setup.reconstructor.method,
-        setup.device,
+        setup.reconstructor.device,
         setup.detector.name,
         time.perf_counter() - start,
     )

@@ -1,4 +1,4 @@
-"""Benchmark of the weights-free multi-view fit (models/fitting.py): accuracy on photos and generated faces, speed.
+"""Benchmark of the weights-free multi-view fit (models/fitting/): accuracy on photos and generated faces, speed.
 
     python -m bench.benchmark_fitting                      # all three tables
     python -m bench.benchmark_fitting --tables timing --repeats 5
@@ -6,7 +6,7 @@
 Tables (not a test: the numbers depend on the machine, its load and the models available):
 
 1. ``photos``: every ``caseK`` of ../shared/examples (or --examples), cropped as the authors' demo does
-   (models/preprocess.py) with dlib landmarks (models/landmarks.py); skipped with a message where dlib or
+   (models/io/preprocess.py) with dlib landmarks (models/io/landmark_detectors.py); skipped with a message where dlib or
    its model files are missing. Per case: landmark RMS error (px of the 256 crop, mean of the views) after
    the full fit, and the photometric error after the landmark-only stage and after the full fit.
 2. ``generated``: faces rendered by train/synthetic.py with added detail along the normals (ground truth
@@ -15,7 +15,7 @@ Tables (not a test: the numbers depend on the machine, its load and the models a
    (model units / 1000, the BFM's micrometres), for (a) the mean shape with the fitted pose, (b) the
    landmark-only fit and (c) the full fit.
 3. ``timing``: seconds per 2-view fit with a BFM-size grid face (231 x 231 = 53,361 vertices, made by
-   tools/synthetic_face_model.py) and the reference model, on smooth random images with landmarks
+   models/face_model/procedural.py) and the reference model, on smooth random images with landmarks
    projected from the mean shape; median of --repeats fits after one warm-up, and the seconds per stage,
    with the fit's default of one intra-op thread and with two (``FitConfig.num_threads``).
 """
@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.camera import IMAGE_SIZE, SCALE_MEAN, SCALE_STD, pose_vertices, to_image
 from models.errors import MorphableModelError
-from models.fitting import FitConfig, FitResult, fit_multiview
-from models.morphable_model import MorphableModel
-from train.procrustes import procrustes
+from models.face_model.morphable_model import MorphableModel
+from models.fitting.multiview_fit import FitConfig, FitResult, fit_multiview
+from models.geometry.camera import IMAGE_SIZE, SCALE_MEAN, SCALE_STD, pose_vertices, to_image
+from models.geometry.procrustes import procrustes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -68,7 +68,7 @@ def landmark_only(config: FitConfig) -> FitConfig:
 
 def _model_for_photos() -> tuple[MorphableModel, str] | None:
     try:
-        from models.default_model import load_default_model
+        from models.face_model.default_model import load_default_model
 
         return load_default_model(), "default model"
     except (ModuleNotFoundError, MorphableModelError):
@@ -81,8 +81,8 @@ def _model_for_photos() -> tuple[MorphableModel, str] | None:
 def photos_table(examples: Path) -> None:
     print("## 1. Real photo pairs (dlib landmarks on the demo's 256 crop)")
     try:
-        from models.landmarks import LandmarkError, create_detector
-        from models.preprocess import InputError, network_inputs, prepare_view
+        from models.io.landmark_detectors import LandmarkError, create_detector
+        from models.io.preprocess import InputError, network_inputs, prepare_view
     except ModuleNotFoundError as error:
         print(f"skipped: {error.name} is missing")
         return
@@ -135,7 +135,7 @@ def _generated_models() -> list[tuple[MorphableModel, str]]:
     if reference.is_dir():
         models.append((MorphableModel.from_face3d_dir(reference), "reference"))
     try:
-        from models.default_model import load_default_model
+        from models.face_model.default_model import load_default_model
 
         models.append((load_default_model(), "default"))
     except (ModuleNotFoundError, MorphableModelError):
@@ -193,7 +193,7 @@ def _timing_inputs(mm: MorphableModel) -> tuple[torch.Tensor, torch.Tensor]:
 
 def timing_table(repeats: int) -> None:
     print(f"## 3. Seconds per 2-view fit (median of {repeats} after a warm-up; load average {_load()})")
-    from tools.synthetic_face_model import synthetic_morphable_model
+    from models.face_model.procedural import synthetic_morphable_model
 
     models = [(synthetic_morphable_model(TIMING_GRID_SIDE, TIMING_GRID_SIDE), "BFM-size grid")]
     reference = SHARED_DIR / "reference"

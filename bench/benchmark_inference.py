@@ -5,7 +5,7 @@
 
 Sizes: ``reference`` = a 60 x 60 synthetic grid face (3,600 vertices, as ../shared/reference) and ``bfm`` =
 a 231 x 231 grid face (53,361 vertices, 105,800 triangles: the BFM's size and triangle density), both
-made on the fly by tools/synthetic_face_model.py with deterministic weights (tools/reference_weights.py).
+made on the fly by models/face_model/procedural.py with deterministic weights (tools/reference_weights.py).
 Each configuration runs in a fresh process so that its peak RSS is its own; the time is the median of
 ``--repeats`` forward passes after one warm-up. Not a test: numbers depend on the machine.
 """
@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from models import camera
-from models.fnrmvs_net import FNRMVSNet
+from models.face_model.procedural import synthetic_morphable_model
+from models.geometry import camera
+from models.networks.fnrmvs_net import FNRMVSNet
 from tools.reference_weights import fill_with_reference_rule
-from tools.synthetic_face_model import synthetic_morphable_model
 
 GRID_SIDES = {"reference": 60, "bfm": 231}
 VIEW_YAWS_DEG = {2: (-25.0, 25.0), 3: (-30.0, 0.0, 30.0)}
@@ -44,7 +44,7 @@ def _inputs(model: FNRMVSNet, views: int, device: str) -> tuple[torch.Tensor, to
     pose = torch.zeros(views, 6)
     pose[:, 1] = torch.deg2rad(torch.tensor(VIEW_YAWS_DEG[views]))
     pose[:, 3] = BENCH_SCALE_NORM
-    vertices = camera.pose_vertices(face.shape_vertices(torch.zeros(views, face.shape_std.shape[0], 1)), pose)
+    vertices = camera.pose_vertices(face.linear.vertices(torch.zeros(views, face.linear.shape_basis.shape[1])), pose)
     landmarks = camera.to_image(vertices)[:, face.landmark_indices, :2].unsqueeze(0)
     return ((raw - mean) / std).to(device), raw.to(device), landmarks.to(device)
 

@@ -22,11 +22,11 @@ import time
 import torch
 
 from bench.benchmark_inference import BENCH_SCALE_NORM, GRID_SIDES, VIEW_YAWS_DEG
-from models import camera
-from models.fnrmvs_net import FNRMVSNet
-from models.morphable_model import MorphableModel
+from models.face_model.morphable_model import MorphableModel
+from models.face_model.procedural import synthetic_morphable_model
+from models.geometry import camera
+from models.networks.fnrmvs_net import FNRMVSNet
 from tools.reference_weights import fill_with_reference_rule
-from tools.synthetic_face_model import synthetic_morphable_model
 from train.batch import Batch
 from train.config import DEFAULT_LEARNING_RATE
 from train.dataset import normalize_images
@@ -81,9 +81,7 @@ def run(size: str, repeats: int, device: torch.device) -> dict:
     mm = synthetic_morphable_model(side, side)
     model = FNRMVSNet(mm)
     fill_with_reference_rule(model)
-    criterion = LossFunction(
-        mm.triangles, mm.landmark_indices, mm.face_region_mask, mm.adjacent_triangles, mm.neighbour_vertices
-    )
+    criterion = LossFunction(mean_loss=True, bfm=mm)
     optimizer = torch.optim.Adam(select_trainable(model, "optimizer"), lr=DEFAULT_LEARNING_RATE)
     model.to(device)
     criterion.to(device)

@@ -12,7 +12,7 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from eval import EvaluationError
-from train.procrustes import procrustes
+from models.geometry.procrustes import SimilarityTransform, procrustes
 
 # ICP stops after this many iterations at most; from a landmark start point-to-plane steps settle in a
 # handful (point-to-point steps, as in trimesh.registration.icp, needed ~200 on the test face).
@@ -22,18 +22,6 @@ ICP_STEP_TOLERANCE_MM = 1e-6
 # At most this many scan points (a fixed random subset) drive the ICP; 6 parameters do not need more,
 # and each nearest-surface query slows down linearly with the count.
 ICP_MAX_POINTS = 10000
-
-
-class SimilarityTransform(NamedTuple):
-    """x -> scale * rotation @ x + translation; scale > 0, rotation (3, 3) with det +1, translation (3,)."""
-
-    scale: float
-    rotation: np.ndarray
-    translation: np.ndarray
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        """(n, 3) points -> (n, 3) transformed points."""
-        return self.scale * np.asarray(points, dtype=np.float64) @ self.rotation.T + self.translation
 
 
 def similarity_procrustes(source: np.ndarray, target: np.ndarray) -> SimilarityTransform:
@@ -50,10 +38,9 @@ def similarity_procrustes(source: np.ndarray, target: np.ndarray) -> SimilarityT
     source_variance = ((source - source.mean(axis=0)) ** 2).sum() / len(source)
     if source_variance <= 1e-12 * max(1.0, ((target - target.mean(axis=0)) ** 2).sum() / len(target)):
         raise EvaluationError("alignment points are degenerate (all at one place)")
-    # the project's batched Procrustes (train/procrustes.py), in float64; it maps row vectors: p @ R + t
+    # the project's batched Procrustes (models/geometry/procrustes.py) in float64, as a single transform
     fitted = procrustes(torch.from_numpy(target)[None], torch.from_numpy(source)[None]).transform
-    rotation = fitted.rotation[0].numpy().T
-    return SimilarityTransform(float(fitted.scale), rotation, fitted.translation[0, 0].numpy())
+    return SimilarityTransform(float(fitted.scale), fitted.rotation[0].numpy(), fitted.translation[0, 0].numpy())
 
 
 class DepthAlignment(NamedTuple):
@@ -92,8 +79,8 @@ def _point_to_plane_step(points: np.ndarray, closest: np.ndarray, normals: np.nd
     design = np.hstack([np.cross(points - centroid, normals), normals])
     residual = np.einsum("ij,ij->i", closest - points, normals)
     solution = np.linalg.lstsq(design, residual, rcond=None)[0]
-    rotation = Rotation.from_rotvec(solution[:3]).as_matrix()
-    return SimilarityTransform(1.0, rotation, centroid + solution[3:] - rotation @ centroid)
+    rotation = Rotation.from_rotvec(solution[:3]).as_matrix()  # acts on column vectors
+    return SimilarityTransform(1.0, rotation.T, centroid + solution[3:] - rotation @ centroid)
 
 
 def rigid_icp(
@@ -118,8 +105,7 @@ def rigid_icp(
         moved = total.apply(subset)
         closest, _, triangles = trimesh.proximity.closest_point(mesh, moved)
         step = _point_to_plane_step(moved, closest, mesh.face_normals[triangles])
-        rotation = step.rotation @ total.rotation
-        total = SimilarityTransform(1.0, rotation, step.rotation @ total.translation + step.translation)
+        total = total.then(step)
         if np.abs(step.apply(moved) - moved).max() < ICP_STEP_TOLERANCE_MM:
             break
     return IcpResult(total, total.apply(points), iterations)

@@ -46,8 +46,10 @@ from matplotlib.figure import Figure
 
 from eval import EvaluationError
 from eval.alignment import ICP_MAX_ITERATIONS
-from eval.mesh_io import TriangleMesh, read_landmarks, read_obj, read_vertex_indices
+from eval.input_files import read_landmarks, read_vertex_indices
 from eval.metrics import cumulative_curve, same_topology_errors, scan_to_mesh_errors, summarize
+from models.errors import DFNRMVSError
+from models.io.mesh_io import TriangleMesh, read_obj
 
 PER_CASE_CSV = "per_case.csv"
 SUMMARY_MARKDOWN = "summary.md"
@@ -318,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         table = run(args)
-    except EvaluationError as exc:
+    except DFNRMVSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table, end="")

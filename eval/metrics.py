@@ -21,7 +21,7 @@ from eval.alignment import (
     rigid_icp,
     similarity_procrustes,
 )
-from eval.mesh_io import TriangleMesh
+from models.io.mesh_io import TriangleMesh
 
 # The 7 landmarks the NoW benchmark (Sanyal et al., CVPR 2019; github.com/soubhiksanyal/now_evaluation)
 # and the FG2018 / Stirling-ESRC challenge (github.com/patrikhuber/fg2018-competition) annotate, in

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("DFNRMVS_SHARED", REPO_ROOT.parent / "shared"))
@@ -30,3 +31,13 @@ def reference_dir() -> Path:
 def examples_dir() -> Path:
     """``../shared/examples``: the authors' example photos and published overlays."""
     return _shared_path("examples")
+
+
+# The core numerical tests take the ``device`` fixture: they run on the CPU, and on CUDA too where present.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """A torch device to run on: "cpu", then "cuda" when a GPU is available."""
+    return torch.device(request.param)

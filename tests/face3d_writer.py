@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from tools.synthetic_face_model import make_grid_face
+from models.face_model.procedural import make_grid_face
 
 
 def make_tiny_model(exp_dim: int = 70, seed: int = 0) -> dict:

@@ -18,13 +18,13 @@ from PIL import Image
 from scipy import ndimage
 
 import demo
-from models.camera import to_image
-from models.checkpoint import save_state_dict
-from models.default_model import load_default_model
-from models.fnrmvs_net import FNRMVSNet
-from models.mesh_geometry import crop_mesh
-from models.morphable_model import MorphableModel
-from models.renderer import rasterize
+from models.face_model.default_model import load_default_model
+from models.face_model.morphable_model import MorphableModel
+from models.geometry.camera import to_image
+from models.geometry.mesh_ops import crop_mesh
+from models.geometry.rasterizer import rasterize
+from models.networks.checkpoint import save_state_dict
+from models.networks.fnrmvs_net import FNRMVSNet
 from tools.reference_weights import fill_with_reference_rule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 
+from models.errors import DFNRMVSError
+
 # Where Xiangyu Zhu's files come from (face3d examples/Data/BFM/readme.md, step 2).
 ZHU_DOWNLOADS = (
     "Xiangyu Zhu's 3DDFA / Face Profiling / HPEN downloads "
@@ -39,7 +41,7 @@ EXP_PCA_HEADER_BYTES = 4
 FLOAT32_BYTES = 4
 
 
-class UserInputError(Exception):
+class UserInputError(DFNRMVSError):
     """A problem the user can fix (missing or malformed input, existing output); one line per problem."""
 
 

@@ -1,6 +1,6 @@
 """Build the project's built-in default face model from material that registry packages ship.
 
-``python -m tools.build_default_face_model [--out models/data/default_face_model.npz] [--overwrite]``
+``python -m tools.build_default_face_model [--out models/face_model/data/default_face_model.npz] [--overwrite]``
 
 The Basel Face Model cannot be redistributed, so the default model is made here, deterministically:
 
@@ -35,10 +35,11 @@ from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial.distance import cdist
 
-from models.camera import MODEL_DEPTH_OFFSET
-from models.mesh_geometry import backface_visibility
-from models.mesh_topology import adjacent_triangles
-from models.morphable_model import NUM_EXPRESSION_COMPONENTS, NUM_SHAPE_COMPONENTS, MorphableModel
+from models.face_model.landmark_layout import OUTER_EYE_CORNERS
+from models.face_model.mesh_topology import adjacent_triangles
+from models.face_model.morphable_model import NUM_EXPRESSION_COMPONENTS, NUM_SHAPE_COMPONENTS, MorphableModel
+from models.geometry.camera import MODEL_DEPTH_OFFSET
+from models.geometry.visibility import backface_visibility
 from tools.default_face_model.face_kernels import (
     EXPRESSION_SCALES,
     EXPRESSION_SYMMETRY,
@@ -46,9 +47,8 @@ from tools.default_face_model.face_kernels import (
     IDENTITY_SYMMETRY,
     expression_amplitude,
 )
-from tools.default_face_model.face_masks import face_region, photo_weights
+from tools.default_face_model.face_masks import face_region
 from tools.default_face_model.gp_basis import gp_basis, squared_exponential
-from tools.default_face_model.ibug import IBUG_OUTER_EYE_CORNERS
 from tools.default_face_model.landmark_selection import select_landmarks
 from tools.default_face_model.mesh_ops import (
     boundary_loops,
@@ -63,7 +63,7 @@ from tools.default_face_model.photos import PhotoLandmarks, detect, image_to_mod
 from tools.default_face_model.subdivision import loop_subdivision
 from tools.default_face_model.uv_unwrap import disk_uv, uv_coverage
 
-DEFAULT_OUTPUT = Path("models/data/default_face_model.npz")
+DEFAULT_OUTPUT = Path("models/face_model/data/default_face_model.npz")
 
 # Adult outer-eye-corner (exocanthion) distance in micrometres (Farkas' anthropometric norms, ~87-91 mm); sets
 # the model's scale, giving a face about 1.5e5 units wide like the BFM's.
@@ -118,7 +118,7 @@ def build_geometry(photos: dict[str, PhotoLandmarks], edges: np.ndarray) -> Face
         detections.append(photo.ibug)
     landmarks = select_landmarks(projections, visible, detections, mirror)
 
-    corners = vertices[landmarks[list(IBUG_OUTER_EYE_CORNERS)]]
+    corners = vertices[landmarks[list(OUTER_EYE_CORNERS)]]
     vertices = vertices * (OUTER_EYE_DISTANCE / np.linalg.norm(corners[0] - corners[1]))
     centre = (vertices.max(0) + vertices.min(0)) / 2
     vertices = vertices - (0.0, centre[1], vertices[:, 2].mean() - MODEL_DEPTH_OFFSET)
@@ -147,7 +147,6 @@ def build_model(geometry: FaceGeometry) -> MorphableModel:
         uv_coords=disk_uv(vertices, geometry.triangles, geometry.mirror),
         nose_hole=np.zeros(0, dtype=np.int64),
         face_region_mask=face_region(vertices, geometry.landmarks),
-        photo_weights=photo_weights(vertices, geometry.landmarks),
     )
 
 
@@ -170,8 +169,7 @@ def summary(model: MorphableModel) -> list[str]:
         f" (component 0 at 1 std moves a vertex by up to {per_vertex['expression'] / 1e3:.2f} mm)",
         f"extent x/y/z {extent[0]:.4g} / {extent[1]:.4g} / {extent[2]:.4g} units (micrometres),"
         f" centroid z {vertices[:, 2].mean():.4g}",
-        f"face region {int(model.face_region_mask.sum())} vertices, photometric weight 1 on"
-        f" {int(model.photo_weights.sum())}",
+        f"face region {int(model.face_region_mask.sum())} vertices",
         f"UV 128 coverage inside the outline {uv_coverage(model):.1%}",
     ]
 

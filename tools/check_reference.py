@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.errors import MorphableModelError
-from models.fnrmvs_net import FNRMVSNet, FNRMVSOutput
-from models.morphable_model import MorphableModel
+from models.errors import DFNRMVSError
+from models.face_model.morphable_model import MorphableModel
+from models.networks.fnrmvs_net import FNRMVSNet, FNRMVSOutput
 from tools.reference_weights import fill_with_reference_rule
 
 # Suggested tolerances of the reference README (section "Determinism, conditioning, suggested tolerances").
@@ -34,7 +34,7 @@ BASIS_ATOL = 5e-4
 ENERGY_RTOL = 2e-5
 
 
-class CheckError(Exception):
+class CheckError(DFNRMVSError):
     """A user-facing problem with the command's inputs (printed as one line, exit status 2)."""
 
 
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         comparisons = run_check(args.case_dir, args.mm_dir, args.device)
-    except (CheckError, MorphableModelError) as error:
+    except DFNRMVSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for comparison in comparisons:

@@ -16,11 +16,10 @@ Layout (one folder per case, so the demo can take the folder as its input)::
 The cases (:data:`CASES`) are deterministic; some carry detail the model's bases cannot express.
 
 Usage: ``python -m tools.make_examples [--out examples] [--model FILE.npz | --mm-dir DIR] [--overwrite]``
-(default model: models/default_model.py where it exists, else the synthetic grid stand-in).
+(default model: models/face_model/default_model.py where it exists, else the synthetic grid stand-in).
 """
 
 import argparse
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,22 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.mesh_io import TriangleMesh, write_obj
-from models import camera
-from models.errors import MorphableModelError
-from models.morphable_model import MorphableModel
-from train.synthetic import (
-    META_FILE,
-    SampleConfig,
-    SyntheticDataError,
-    SyntheticSample,
-    face_width,
-    load_model,
-    render_sample,
-    staged_folder,
-    write_arrays,
-    write_images,
-)
+from models.errors import DFNRMVSError, OutputError
+from models.face_model.morphable_model import MorphableModel
+from models.geometry import camera
+from models.geometry.mesh_ops import outward_triangles
+from models.io.mesh_io import TriangleMesh, write_obj
+from models.io.staging import staged_folder
+from models.synthesis.multiview_sample import SampleConfig, SyntheticSample, face_width, render_sample
+from train.synthetic import META_FILE, load_model, write_arrays, write_images
 
 GROUND_TRUTH_FOLDER = "ground_truth"
 # The default model and the BFM are in micrometres.
@@ -67,25 +58,19 @@ class ExampleCase:
 CASES = (ExampleCase(2, False), ExampleCase(3, False), ExampleCase(2, True), ExampleCase(3, True))
 
 
-def unpose_vertices(camera_vertices: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Inverse of models.camera.pose_vertices: (V, n, 3) camera pixels and (V, 6) poses -> model units."""
-    params = camera.denormalize_pose(torch.from_numpy(pose.astype(np.float64)))
-    rotation = camera.euler_to_matrix(params.pitch, params.yaw, params.roll)  # (V, 3, 3)
-    translation = torch.stack([params.tx, params.ty, torch.zeros_like(params.tx)], dim=-1)
-    centred = torch.from_numpy(camera_vertices.astype(np.float64)) - translation[:, None]
-    model = centred @ rotation / params.scale.view(-1, 1, 1)  # R^T applied to row vectors
-    return (model + model.new_tensor([0.0, 0.0, camera.MODEL_DEPTH_OFFSET])).numpy()
-
-
-def write_case(sample: SyntheticSample, triangles: np.ndarray, folder: Path) -> None:
-    """Write one case folder (see the module docstring); refuses a folder that exists and is not empty.
+def write_case(sample: SyntheticSample, triangles: np.ndarray, folder: Path, replace: bool = False) -> None:
+    """Write one case folder (see the module docstring), all or nothing.
 
     Args:
         triangles: (t, 3) the model's triangles (clockwise from the camera); written reversed, as the demo does.
+        replace: replace an existing folder; otherwise one that exists and is not empty is refused.
     """
-    outward = np.ascontiguousarray(triangles[:, ::-1])
-    model_space_mm = unpose_vertices(sample.vertices, sample.pose) / MODEL_UNITS_PER_MM
-    with staged_folder(folder) as staging:
+    outward = outward_triangles(triangles)
+    model_space = camera.unpose_vertices(
+        torch.from_numpy(sample.vertices).double(), torch.from_numpy(sample.pose).double()
+    )
+    model_space_mm = model_space.numpy() / MODEL_UNITS_PER_MM
+    with staged_folder(folder, replace=replace) as staging:
         write_images(sample, staging)
         truth = staging / GROUND_TRUTH_FOLDER
         truth.mkdir()
@@ -134,13 +119,11 @@ def make_examples(
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             if not (overwrite and _is_example_case(folder)):
                 hint = "" if overwrite else " (use --overwrite to replace example cases)"
-                raise SyntheticDataError(f"{folder}: exists and is not empty{hint}")
+                raise OutputError(f"{folder}: exists and is not empty{hint}")
     for index, folder in enumerate(folders):
         sample = render_case(mm, index, config)
         sample.meta["model"] = model_name
-        if folder.exists() and _is_example_case(folder):
-            shutil.rmtree(folder)
-        write_case(sample, mm.triangles.cpu().numpy(), folder)
+        write_case(sample, mm.triangles.cpu().numpy(), folder, replace=_is_example_case(folder))
     return folders
 
 
@@ -161,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mm, name = load_model(args.mm_dir, args.model)
         config = SampleConfig() if args.identity_sigma is None else SampleConfig(identity_sigma=args.identity_sigma)
         folders = make_examples(mm, args.out, name, config, args.overwrite)
-    except (SyntheticDataError, MorphableModelError) as error:
+    except DFNRMVSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {len(folders)} example cases to {args.out} (model: {name})")

@@ -20,10 +20,8 @@ Everything is written to a temporary folder next to the target and renamed into 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 
+from models.errors import DFNRMVSError, MorphableModelError
+from models.face_model.morphable_model import MorphableModel
+from models.io.staging import staged_file, staged_folder
 from tools.bfm_raw_formats import RawInputs, UserInputError, read_raw_inputs
 
 # Vertices of the BFM after 3DDFA's trimIndex (face3d load.py docstring: nver = 53215); the
@@ -197,17 +198,10 @@ def write_out_folder(out: Face3dOut, raw: RawInputs, folder: Path) -> None:
         shutil.copyfile(raw.vertex_code, folder / "pncc_code.mat")
 
 
-def write_npz(base_dir: Path, target: Path) -> None:
-    """Load ``base_dir/Out`` with the project's loader and save its .npz model to ``target``."""
+def write_npz(out_dir: Path, target: Path) -> None:
+    """Load the face3d ``Out`` folder ``out_dir`` with the project's loader and save its .npz model to ``target``."""
     try:
-        from models.errors import MorphableModelError
-        from models.morphable_model import MorphableModel
-    except ImportError as error:
-        raise UserInputError(
-            f"--npz needs models.morphable_model.MorphableModel, which cannot be imported ({error})"
-        ) from None
-    try:
-        model = MorphableModel.from_face3d_dir(base_dir)
+        model = MorphableModel.from_face3d_out(out_dir)
     except MorphableModelError as error:
         raise UserInputError(f"the converted files do not load as a morphable model: {error}") from None
     model.save_npz(target)
@@ -222,13 +216,6 @@ def _check_targets(out_dir: Path, npz: Path | None, force: bool) -> None:
             raise UserInputError(f"--npz {npz}: the file name must end in .npz")
         if npz.exists() and not force:
             raise UserInputError(f"{npz} already exists; pass --force to replace it")
-
-
-def _replace_folder(staged: Path, target: Path, trash: Path) -> None:
-    """Move ``staged`` to ``target``; an existing ``target`` is first moved to ``trash``."""
-    if target.exists():
-        os.replace(target, trash)
-    os.replace(staged, target)
 
 
 def prepare(
@@ -251,23 +238,11 @@ def prepare(
     chosen = fixups_for(raw.info.n_kept) if fixups is None else fixups
     out = build_face3d_out(raw, chosen)
 
-    base_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare_bfm-", dir=base_dir))
-    try:
-        staged_out = staging / OUT_FOLDER
-        staged_out.mkdir()
+    with staged_folder(out_dir, replace=force) as staged_out:
         write_out_folder(out, raw, staged_out)
         if npz is not None:
-            npz.parent.mkdir(parents=True, exist_ok=True)
-            staged_npz = Path(tempfile.mkdtemp(prefix=".prepare_bfm-", dir=npz.parent)) / npz.name
-            try:
-                write_npz(staging, staged_npz)
-                os.replace(staged_npz, npz)
-            finally:
-                shutil.rmtree(staged_npz.parent, ignore_errors=True)
-        _replace_folder(staged_out, out_dir, staging / "replaced")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            with staged_file(npz, replace=force) as staged_npz:
+                write_npz(staged_out, staged_npz)
     return PrepareSummary(
         out_dir=out_dir,
         npz=npz,
@@ -307,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         summary = prepare(args.raw, args.out, npz=args.npz, force=args.force)
-    except UserInputError as error:
+    except DFNRMVSError as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return 2
     print(

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models import camera
+from models.geometry import camera
 
 
 @dataclass

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from models.errors import DFNRMVSError
+
 # The authors' optimiser settings (project issue "Training": Adam, learning rate 2e-5, batch 2).
 DEFAULT_LEARNING_RATE = 2e-5
 DEFAULT_BATCH_SIZE = 2
@@ -23,7 +25,7 @@ STAGES = ("regressor", "optimizer")
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-class ConfigError(ValueError):
+class ConfigError(DFNRMVSError, ValueError):
     """A configuration file or value is invalid (one-line message)."""
 
 

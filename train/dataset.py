@@ -37,11 +37,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
-from models.camera import IMAGE_SIZE
+from models.errors import DFNRMVSError
+from models.face_model.landmark_layout import NUM_LANDMARKS
+from models.geometry.camera import IMAGE_SIZE
 
 SAMPLE_ARRAYS = "sample.npz"
 VIEW_IMAGE = "view{index}.png"
-NUM_LANDMARKS = 68
 # Per-channel statistics of ImageNet the backbones were normalised with (torchvision's constants,
 # as the authors' demo uses them).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +55,7 @@ REQUIRED_ARRAYS = ("landmarks", "vertices")
 RETURNED_OPTIONAL_ARRAYS = {"landmarks3d": (NUM_LANDMARKS, 3), "pose": (6,)}
 
 
-class DatasetError(ValueError):
+class DatasetError(DFNRMVSError, ValueError):
     """A data folder or sample is missing or malformed (one-line message naming the file)."""
 
 

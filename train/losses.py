@@ -1,8 +1,17 @@
 """Training losses of DFNRMVS (Bai et al., CVPR 2020), after the authors' ``train/losses.py``.
 
-``LossFunction`` keeps the authors' method names and maths; what their methods read from the BFM
-object (triangles, landmark indices, face-region mask, adjacency tables) is given once to the
-constructor, so ``bfm`` and ``face_region_mask`` are gone from the method signatures.
+``LossFunction`` keeps the authors' class, method names, argument lists and maths, so a training script
+written against their ``train/losses.py`` runs unchanged::
+
+    criterion = LossFunction(mean_loss=True)
+    criterion.vert_loss(opt_verts, vert_bfm_gt, bfm.face_region_mask, align_mode="depth")
+    criterion.multi_land3d_loss(opt_verts_img, kpts_gt, kpts_3d_gt, bfm, opt_full_face_vis_masks, opt_vis_masks)
+
+where ``bfm`` is the face model: a :class:`~models.face_model.morphable_model.MorphableModel`, or the
+network's ``model.opt_layer.bfm``; anything with ``triangles``, ``landmark_indices``, ``face_region_mask``,
+``adjacent_triangles`` and ``neighbour_vertices``. The *bound* form gives the face model once,
+``LossFunction(mean_loss=True, bfm=mm)`` (or :meth:`LossFunction.from_arrays`), and then leaves ``bfm`` /
+``face_region_mask`` out of the calls (``None``); both forms give the same numbers.
 
 Network outputs are nested per optimisation stage, as the authors' network returns them::
 
@@ -27,6 +36,7 @@ Calling the module evaluates the authors' recipe
 image-space vertices).
 """
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -34,9 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.mesh_topology import adjacent_triangles as build_adjacent_triangles
-from models.mesh_topology import neighbour_vertices as build_neighbour_vertices
-from train.procrustes import SimilarityTransform, procrustes
+from models.face_model.landmark_layout import CONTOUR_LANDMARKS, NOSE_EYE_LANDMARKS, NUM_LANDMARKS, OTHER_LANDMARKS
+from models.face_model.mesh_topology import adjacent_triangles as build_adjacent_triangles
+from models.face_model.mesh_topology import neighbour_vertices as build_neighbour_vertices
+from models.geometry.normals import vertex_normal_sums
+from models.geometry.procrustes import SimilarityTransform, procrustes
+from models.geometry.visibility import visible_distances
 
 # Weights of the authors' training recipe, vert + aligned vert + 0.1 land + 100 normal + 0.01 edge, as
 # stated in the project's "Training" issue (their published losses.py does not combine the terms).
@@ -46,16 +59,8 @@ LANDMARK_LOSS_WEIGHT = 0.1
 NORMAL_LOSS_WEIGHT = 100.0
 EDGE_LOSS_WEIGHT = 0.01
 
-# Landmark groups of the authors' land3d_loss (68-point iBUG layout, 0-based).
-NUM_LANDMARKS = 68
-# Jaw-line points (all but the chin) that may slide to the silhouette when their vertex is hidden.
-CONTOUR_LANDMARKS = (*range(0, 6), *range(11, 17))
-# Nose and eyes, weighted 1; every other landmark (jaw, brows, mouth) is weighted 10.
-NOSE_EYE_LANDMARKS = tuple(range(27, 48))
-OTHER_LANDMARKS = (*range(0, 27), *range(48, 68))
+# land3d_loss weights nose and eyes (NOSE_EYE_LANDMARKS) 1 and every other landmark this much.
 OTHER_LANDMARK_WEIGHT = 10.0
-# Pixels added to the 2D distance of invisible vertices when picking silhouette vertices (authors').
-INVISIBLE_VERTEX_PENALTY = 1e6
 # Added to ground-truth edge lengths before dividing, in camera-space units (authors' edge_loss).
 EDGE_LENGTH_EPS = 1e-5
 
@@ -123,137 +128,226 @@ def _visibility(mask: torch.Tensor, shape: tuple[int, int, int], name: str) -> t
     return mask != 0
 
 
-def triangle_vertex_normals(
-    vertices: torch.Tensor, triangles: torch.Tensor, adjacent_triangles: torch.Tensor
-) -> torch.Tensor:
-    """Unnormalised vertex normals: sums of the area-weighted normals of adjacent triangles.
+class MeshTables(NamedTuple):
+    """What the losses read from the face model, as int64 / bool tensors on one device.
 
-    A triangle (a, b, c) has normal ``(c - b) x (c - a)`` — the orientation of the authors'
-    ``normal_loss``, opposite to face3d's ``get_normal`` and to their back-face culling.
-
-    Args:
-        vertices: (..., n, 3).
-        triangles: (ntri, 3) int64 vertex indices.
-        adjacent_triangles: (m, k) int64 triangle indices padded with ntri (rows of the vertices
-            whose normals are wanted).
-    Returns:
-        (..., m, 3) normals, in squared vertex units (the length is twice the summed area).
-    """
-    a = vertices[..., triangles[:, 0], :]
-    b = vertices[..., triangles[:, 1], :]
-    c = vertices[..., triangles[:, 2], :]
-    face_normals = torch.linalg.cross(c - b, c - a, dim=-1)
-    face_normals = torch.cat([face_normals, torch.zeros_like(face_normals[..., :1, :])], dim=-2)
-    gathered = face_normals[..., adjacent_triangles.reshape(-1), :]
-    return gathered.reshape(*vertices.shape[:-2], *adjacent_triangles.shape, 3).sum(dim=-2)
-
-
-class LossFunction(torch.nn.Module):
-    """The authors' ``LossFunction`` on explicit mesh data.
-
-    The index tables are buffers kept on the CPU until ``.to(device)`` moves them with the module.
-
-    Args:
-        triangles: (ntri, 3) int64 vertex indices of the mesh.
-        landmark_indices: (68,) int64 vertex index of each landmark.
-        face_region_mask: (n,) bool, True for vertices of the tight face region the losses measure.
-        adjacent_triangles: (n, k) int64 triangles of each vertex padded with ntri (the
-            MorphableModel's ``adjacent_triangles``); built from ``triangles`` when omitted.
-        neighbour_vertices: (n, k') int64 one-ring neighbours padded with n, k' the largest vertex
-            degree (the edge loss averages over all k' slots, so k' must not be larger); built
-            from ``triangles`` when omitted.
-        mean_loss: average (True) or sum (False) the landmark terms, as the original.
+    triangles (t, 3); landmark_indices (68,); face_indices (f,) the face-region vertices;
+    adjacent_triangles (n, k) padded with t; face_adjacent_triangles (f, k); face_neighbours (f, k')
+    one-ring neighbours padded with n; face_neighbour_mask (f, k') True where the neighbour is in the face
+    region (edges to other vertices and padding are excluded from the edge loss).
     """
 
-    def __init__(
-        self,
+    triangles: torch.Tensor
+    landmark_indices: torch.Tensor
+    face_indices: torch.Tensor
+    adjacent_triangles: torch.Tensor
+    face_adjacent_triangles: torch.Tensor
+    face_neighbours: torch.Tensor
+    face_neighbour_mask: torch.Tensor
+
+    @property
+    def num_vertices(self) -> int:
+        return self.adjacent_triangles.shape[0]
+
+    @classmethod
+    def build(
+        cls,
         triangles: torch.Tensor | np.ndarray,
         landmark_indices: torch.Tensor | np.ndarray,
         face_region_mask: torch.Tensor | np.ndarray,
         adjacent_triangles: torch.Tensor | np.ndarray | None = None,
         neighbour_vertices: torch.Tensor | np.ndarray | None = None,
-        mean_loss: bool = True,
-    ) -> None:
-        super().__init__()
-        face_region_mask = torch.as_tensor(face_region_mask).cpu()
-        if face_region_mask.dtype != torch.bool or face_region_mask.ndim != 1:
-            raise ValueError(
-                "face_region_mask must be a (n,) bool tensor, "
-                f"got {face_region_mask.dtype} {tuple(face_region_mask.shape)}"
-            )
+    ) -> "MeshTables":
+        """Check the arrays (see :class:`LossFunction`) and derive the tables, on the CPU."""
+        face_region_mask = _face_mask(face_region_mask)
         num_vertices = face_region_mask.shape[0]
         triangles = _index_tensor(triangles, "triangles")
         if triangles.ndim != 2 or triangles.shape[1] != 3:
             raise ValueError(f"triangles must have shape (ntri, 3), got {tuple(triangles.shape)}")
         if triangles.numel() and (triangles.min() < 0 or triangles.max() >= num_vertices):
             raise ValueError(f"triangle indices must lie in [0, {num_vertices})")
-        landmark_indices = _index_tensor(landmark_indices, "landmark_indices")
+        landmark_indices = _index_tensor(landmark_indices, "landmark_indices").reshape(-1)
         if landmark_indices.shape != (NUM_LANDMARKS,):
             raise ValueError(
                 f"landmark_indices must have shape ({NUM_LANDMARKS},), got {tuple(landmark_indices.shape)}"
             )
         if landmark_indices.min() < 0 or landmark_indices.max() >= num_vertices:
             raise ValueError(f"landmark indices must lie in [0, {num_vertices})")
-
         if adjacent_triangles is None:
-            adjacent_triangles = build_adjacent_triangles(triangles.cpu().numpy(), num_vertices)
+            adjacent_triangles = build_adjacent_triangles(triangles.numpy(), num_vertices)
         adjacent_triangles = _index_tensor(adjacent_triangles, "adjacent_triangles")
         _check_table(adjacent_triangles, "adjacent_triangles", num_vertices, triangles.shape[0])
         if neighbour_vertices is None:
             neighbour_vertices = build_neighbour_vertices(
-                triangles.cpu().numpy(), adjacent_triangles.cpu().numpy(), num_vertices
+                triangles.numpy(), adjacent_triangles.numpy(), num_vertices
             ).indices
         neighbour_vertices = _index_tensor(neighbour_vertices, "neighbour_vertices")
         _check_table(neighbour_vertices, "neighbour_vertices", num_vertices, num_vertices)
-
         face_indices = torch.nonzero(face_region_mask).reshape(-1)
         face_neighbours = neighbour_vertices[face_indices]
         padded_mask = torch.cat([face_region_mask, torch.zeros(1, dtype=torch.bool)])
+        return cls(
+            triangles=triangles,
+            landmark_indices=landmark_indices,
+            face_indices=face_indices,
+            adjacent_triangles=adjacent_triangles,
+            face_adjacent_triangles=adjacent_triangles[face_indices],
+            face_neighbours=face_neighbours,
+            face_neighbour_mask=padded_mask[face_neighbours],
+        )
 
+    @classmethod
+    def from_model(cls, bfm: object) -> "MeshTables":
+        """Tables of a face model object (a MorphableModel, ``model.opt_layer.bfm``, ...)."""
+        names = ("triangles", "landmark_indices", "face_region_mask", "adjacent_triangles", "neighbour_vertices")
+        missing = [name for name in names if not hasattr(bfm, name)]
+        if missing:
+            raise TypeError(
+                f"bfm must be a face model (MorphableModel or model.opt_layer.bfm); {type(bfm).__name__} has no "
+                f"{', '.join(missing)}"
+            )
+        return cls.build(
+            bfm.triangles, bfm.landmark_indices, bfm.face_region_mask, bfm.adjacent_triangles, bfm.neighbour_vertices
+        )
+
+    def to(self, device: torch.device) -> "MeshTables":
+        return MeshTables(*(tensor.to(device) for tensor in self))
+
+
+def _face_mask(face_region_mask: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(n,) or (n, 1) bool mask (the authors pass BFM's (n, 1) numpy mask) -> (n,) bool tensor on the CPU."""
+    mask = torch.as_tensor(face_region_mask).cpu()
+    if mask.ndim == 2 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if mask.dtype != torch.bool or mask.ndim != 1:
+        raise ValueError(f"face_region_mask must be a (n,) or (n, 1) bool mask, got {mask.dtype} {tuple(mask.shape)}")
+    return mask
+
+
+class LossFunction(torch.nn.Module):
+    """The authors' ``LossFunction``: their constructor, methods and argument lists.
+
+    Args:
+        mean_loss: average (True) or sum (False) the landmark terms, as the original.
+        bfm: optional face model to bind (see the module docstring); the calls may then leave their
+            ``bfm`` / ``face_region_mask`` arguments out. Its tables become buffers, which ``.to(device)``
+            moves with the module.
+
+    A call that passes a ``bfm`` or ``face_region_mask`` uses it (tables are derived once per face model
+    and device); one that passes None uses the bound model.
+    """
+
+    def __init__(self, mean_loss: bool = True, bfm: object | None = None) -> None:
+        super().__init__()
         self.mean_loss = mean_loss
-        self.num_vertices = num_vertices
-        self.register_buffer("triangles", triangles)
-        self.register_buffer("landmark_indices", landmark_indices)
-        self.register_buffer("face_indices", face_indices)
-        self.register_buffer("adjacent_triangles", adjacent_triangles)
-        self.register_buffer("face_adjacent_triangles", adjacent_triangles[face_indices])
-        self.register_buffer("face_neighbours", face_neighbours)
-        # Edges to neighbours outside the face region (or padding) are excluded from the edge loss.
-        self.register_buffer("face_neighbour_mask", padded_mask[face_neighbours])
-        self.register_buffer("contour_landmarks", torch.tensor(CONTOUR_LANDMARKS))
-        self.register_buffer("nose_eye_landmarks", torch.tensor(NOSE_EYE_LANDMARKS))
-        self.register_buffer("other_landmarks", torch.tensor(OTHER_LANDMARKS))
+        self._cache: tuple[weakref.ref, torch.device, MeshTables] | None = None
+        self.bound = bfm is not None
+        if bfm is not None:
+            self._register(MeshTables.from_model(bfm))
+
+    @classmethod
+    def from_arrays(
+        cls,
+        triangles: torch.Tensor | np.ndarray,
+        landmark_indices: torch.Tensor | np.ndarray,
+        face_region_mask: torch.Tensor | np.ndarray,
+        adjacent_triangles: torch.Tensor | np.ndarray | None = None,
+        neighbour_vertices: torch.Tensor | np.ndarray | None = None,
+        mean_loss: bool = True,
+    ) -> "LossFunction":
+        """A loss bound to explicit mesh data.
+
+        Args:
+            triangles: (ntri, 3) int64 vertex indices of the mesh.
+            landmark_indices: (68,) int64 vertex index of each landmark.
+            face_region_mask: (n,) bool, True for vertices of the tight face region the losses measure.
+            adjacent_triangles: (n, k) int64 triangles of each vertex padded with ntri (the
+                MorphableModel's ``adjacent_triangles``); built from ``triangles`` when omitted.
+            neighbour_vertices: (n, k') int64 one-ring neighbours padded with n, k' the largest vertex
+                degree (the edge loss averages over all k' slots, so k' must not be larger); built
+                from ``triangles`` when omitted.
+            mean_loss: as in the constructor.
+        """
+        loss = cls(mean_loss)
+        loss.bound = True
+        loss._register(
+            MeshTables.build(triangles, landmark_indices, face_region_mask, adjacent_triangles, neighbour_vertices)
+        )
+        return loss
+
+    def _register(self, tables: MeshTables) -> None:
+        for name, tensor in tables._asdict().items():
+            self.register_buffer(name, tensor)
 
     # ----------------------------------------------------------------------------------------- helpers
-    def _check_vertices(self, vert: torch.Tensor, name: str) -> None:
-        if vert.ndim != 4 or vert.shape[2] != self.num_vertices or vert.shape[3] != 3:
-            raise ValueError(f"{name} must have shape (N, V, n={self.num_vertices}, 3), got {tuple(vert.shape)}")
+    def tables(self, bfm: object | None = None, device: torch.device | None = None) -> MeshTables:
+        """The mesh tables of ``bfm`` (cached), or of the bound model when ``bfm`` is None."""
+        if bfm is None:
+            if not self.bound:
+                raise ValueError("this LossFunction has no bound face model: pass bfm (or face_region_mask)")
+            return MeshTables(*(getattr(self, name) for name in MeshTables._fields))
+        device = torch.device("cpu") if device is None else device
+        if self._cache is not None and self._cache[0]() is bfm and self._cache[1] == device:
+            return self._cache[2]
+        tables = MeshTables.from_model(bfm).to(device)
+        try:
+            self._cache = (weakref.ref(bfm), device, tables)
+        except TypeError:  # objects without weak references are not cached
+            self._cache = None
+        return tables
 
-    def _check_pair(self, vert: torch.Tensor, gt: torch.Tensor, gt_name: str) -> None:
-        self._check_vertices(vert, "vert")
+    def _face_indices(self, face_region_mask: torch.Tensor | np.ndarray | None, vert: torch.Tensor) -> torch.Tensor:
+        """Face-region vertex indices of the given mask (None: the bound model's), checked against ``vert``."""
+        if face_region_mask is None:
+            tables = self.tables()
+            indices, count = tables.face_indices, tables.num_vertices
+        else:
+            mask = _face_mask(face_region_mask)
+            indices, count = torch.nonzero(mask).reshape(-1).to(vert.device), mask.shape[0]
+        self._check_vertices(vert, "vert", count)
+        return indices
+
+    @staticmethod
+    def _check_vertices(vert: torch.Tensor, name: str, num_vertices: int | None = None) -> None:
+        if vert.ndim != 4 or vert.shape[3] != 3 or (num_vertices is not None and vert.shape[2] != num_vertices):
+            expected = "n" if num_vertices is None else f"n={num_vertices}"
+            raise ValueError(f"{name} must have shape (N, V, {expected}, 3), got {tuple(vert.shape)}")
+
+    def _check_pair(self, vert: torch.Tensor, gt: torch.Tensor, gt_name: str, num_vertices: int | None) -> None:
+        self._check_vertices(vert, "vert", num_vertices)
         if gt.shape != vert.shape:
             raise ValueError(f"{gt_name} must have the shape of vert {tuple(vert.shape)}, got {tuple(gt.shape)}")
 
-    def face_region(self, vert: torch.Tensor) -> torch.Tensor:
+    def face_region(
+        self, vert: torch.Tensor, face_region_mask: torch.Tensor | np.ndarray | None = None
+    ) -> torch.Tensor:
         """(..., n, C) per-vertex values -> (..., n_face, C) values of the face-region vertices."""
-        return vert[..., self.face_indices, :]
+        return vert[..., self._face_indices(face_region_mask, vert), :]
 
-    def vertex_normals(self, vert: torch.Tensor) -> torch.Tensor:
+    def vertex_normals(self, vert: torch.Tensor, bfm: object | None = None) -> torch.Tensor:
         """(..., n, 3) vertices -> (..., n, 3) unnormalised normals in the orientation ``normal_loss``
-        compares against (see :func:`triangle_vertex_normals`); use it to make ``normal_bfm_gt``."""
-        return triangle_vertex_normals(vert, self.triangles, self.adjacent_triangles)
+        compares against: sums of ``cross(c - b, c - a)`` over each vertex's triangles (a, b, c), opposite
+        to the back-face test's; use it to make ``normal_bfm_gt``."""
+        tables = self.tables(bfm, vert.device)
+        return vertex_normal_sums(vert, tables.triangles.flip(1), tables.adjacent_triangles)
 
-    def _dense_alignment(self, vert: torch.Tensor, vert_bfm_gt: torch.Tensor) -> SimilarityTransform:
-        """Similarity (Umeyama 1991) taking the detached face region of ``vert`` onto the ground
-        truth's, one per (sample, view), batched as N * V."""
+    def _dense_alignment(
+        self, vert: torch.Tensor, vert_bfm_gt: torch.Tensor, face: torch.Tensor
+    ) -> SimilarityTransform:
+        """Similarity (Umeyama 1991) taking the detached face region (indices ``face``) of ``vert`` onto the
+        ground truth's, one per (sample, view), batched as N * V."""
         n_batch = vert.shape[0] * vert.shape[1]
-        source = self.face_region(vert.detach()).reshape(n_batch, -1, 3)
-        target = self.face_region(vert_bfm_gt).reshape(n_batch, -1, 3)
+        source = vert.detach()[..., face, :].reshape(n_batch, -1, 3)
+        target = vert_bfm_gt[..., face, :].reshape(n_batch, -1, 3)
         return procrustes(target, source, scaling=True).transform
 
     # ------------------------------------------------------------------------------------ vertex losses
     def dense_aligned_vert_loss(
-        self, vert: torch.Tensor, vert_bfm_gt: torch.Tensor, root: bool = False
+        self,
+        vert: torch.Tensor,
+        vert_bfm_gt: torch.Tensor,
+        face_region_mask: torch.Tensor | np.ndarray | None = None,
+        root: bool = False,
     ) -> torch.Tensor:
         """Vertex error after similarity-aligning the prediction to the ground truth.
 
@@ -262,21 +356,26 @@ class LossFunction(torch.nn.Module):
 
         Args:
             vert, vert_bfm_gt: (N, V, n, 3) predicted and ground-truth vertices (camera space).
+            face_region_mask: (n,) or (n, 1) bool (the authors pass ``bfm.face_region_mask``); None: bound.
             root: average Euclidean distances (an error metric) instead of squared distances.
         Returns:
             (N, V) mean over face-region vertices of the (squared) distance, squared units unless
             ``root``.
         """
-        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt")
+        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt", None)
+        face = self._face_indices(face_region_mask, vert)
         n_samples, n_views = vert.shape[:2]
-        transform = self._dense_alignment(vert, vert_bfm_gt)
-        face = self.face_region(vert).reshape(n_samples * n_views, -1, 3)
-        aligned = transform.apply(face).reshape(n_samples, n_views, -1, 3)
-        squared = (aligned - self.face_region(vert_bfm_gt)).square().sum(dim=-1)
+        transform = self._dense_alignment(vert, vert_bfm_gt, face)
+        aligned = transform.apply(vert[..., face, :].reshape(n_samples * n_views, -1, 3))
+        squared = (aligned.reshape(n_samples, n_views, -1, 3) - vert_bfm_gt[..., face, :]).square().sum(dim=-1)
         return (squared.sqrt() if root else squared).mean(dim=-1)
 
     def depth_aligned_vert_loss(
-        self, vert: torch.Tensor, vert_bfm_gt: torch.Tensor, root: bool = False
+        self,
+        vert: torch.Tensor,
+        vert_bfm_gt: torch.Tensor,
+        face_region_mask: torch.Tensor | np.ndarray | None = None,
+        root: bool = False,
     ) -> torch.Tensor:
         """Vertex error after shifting the ground truth in depth onto the prediction.
 
@@ -285,29 +384,39 @@ class LossFunction(torch.nn.Module):
 
         Args:
             vert, vert_bfm_gt: (N, V, n, 3) predicted and ground-truth vertices (camera space).
+            face_region_mask: as :meth:`dense_aligned_vert_loss`.
             root: average Euclidean distances instead of squared distances. The authors' code
                 accepts but ignores this flag here, so its depth-mode diagnostics were squared.
         Returns:
             (N, V) mean over face-region vertices of the (squared) distance.
         """
-        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt")
-        face = self.face_region(vert)
-        face_gt = self.face_region(vert_bfm_gt)
+        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt", None)
+        index = self._face_indices(face_region_mask, vert)
+        face = vert[..., index, :]
+        face_gt = vert_bfm_gt[..., index, :]
         delta_z = (face.detach()[..., 2] - face_gt[..., 2]).mean(dim=-1)  # (N, V)
         shifted_gt = torch.cat([face_gt[..., :2], face_gt[..., 2:] + delta_z[..., None, None]], dim=-1)
         squared = (face - shifted_gt).square().sum(dim=-1)
         return (squared.sqrt() if root else squared).mean(dim=-1)
 
-    def vert_loss(self, opt_verts: Sequence, vert_bfm_gt: torch.Tensor, align_mode: str = "depth") -> StageLosses:
+    def vert_loss(
+        self,
+        opt_verts: Sequence,
+        vert_bfm_gt: torch.Tensor,
+        face_region_mask: torch.Tensor | np.ndarray | None = None,
+        align_mode: str = "depth",
+    ) -> StageLosses:
         """Aligned squared vertex loss summed over all optimisation iterations.
 
         Args:
             opt_verts: nested network outputs (module docstring), each (N, V, n, 3).
             vert_bfm_gt: (N, V, n, 3) ground truth.
+            face_region_mask: as :meth:`dense_aligned_vert_loss`.
             align_mode: "depth" (:meth:`depth_aligned_vert_loss`) or "dense"
                 (:meth:`dense_aligned_vert_loss`).
         Returns:
-            :class:`StageLosses`; diagnostics are mean distances (``root=True``).
+            :class:`StageLosses` (unpacks as the authors' 4-tuple); diagnostics are mean distances
+            (``root=True``).
         """
         losses: dict[str, Callable[..., torch.Tensor]] = {
             "depth": self.depth_aligned_vert_loss,
@@ -317,11 +426,12 @@ class LossFunction(torch.nn.Module):
             raise ValueError(f"align_mode must be one of {ALIGN_MODES}, got {align_mode!r}")
         aligned_vert_loss = losses[align_mode]
         levels = _stage_iterations(opt_verts, "opt_verts")
+        mask = face_region_mask
         with torch.no_grad():
-            reg_err = aligned_vert_loss(opt_verts[0], vert_bfm_gt, root=True)
-            land_opt_err = aligned_vert_loss(levels[0][-1], vert_bfm_gt, root=True)
-            feat_opt_err = aligned_vert_loss(levels[-1][-1], vert_bfm_gt, root=True)
-        loss = sum(aligned_vert_loss(vert, vert_bfm_gt).mean() for level in levels for vert in level)
+            reg_err = aligned_vert_loss(opt_verts[0], vert_bfm_gt, mask, root=True)
+            land_opt_err = aligned_vert_loss(levels[0][-1], vert_bfm_gt, mask, root=True)
+            feat_opt_err = aligned_vert_loss(levels[-1][-1], vert_bfm_gt, mask, root=True)
+        loss = sum(aligned_vert_loss(vert, vert_bfm_gt, mask).mean() for level in levels for vert in level)
         return StageLosses(loss, reg_err, land_opt_err, feat_opt_err)
 
     # ---------------------------------------------------------------------------------- landmark losses
@@ -330,8 +440,9 @@ class LossFunction(torch.nn.Module):
         vert_img: torch.Tensor,
         kpts_gt: torch.Tensor,
         kpts_3d_gt: torch.Tensor,
-        full_face_vis_mask: torch.Tensor,
-        vis_mask: torch.Tensor,
+        bfm: object | None = None,
+        full_face_vis_mask: torch.Tensor | None = None,
+        vis_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Landmark loss with fixed model landmarks and dynamic silhouette points (image space, px).
 
@@ -346,12 +457,16 @@ class LossFunction(torch.nn.Module):
             vert_img: (N, V, n, 3) image-space vertices.
             kpts_gt: (N, V, 68, 2) 2D landmarks.
             kpts_3d_gt: (N, V, 68, C >= 2) ground-truth landmark vertices in image space.
+            bfm: the face model (None: the bound one). The bound form may also leave it out positionally,
+                ``land3d_loss(vert_img, kpts_gt, kpts_3d_gt, full_face_vis_mask, vis_mask)``.
             full_face_vis_mask: (N, V, n) or (N, V, 1, n) visibility of every vertex.
             vis_mask: same shape, visibility restricted to the face region (candidate vertices).
         Returns:
             scalar, squared pixels; sums instead of means when ``mean_loss`` is False.
         """
-        self._check_vertices(vert_img, "vert_img")
+        bfm, full_face_vis_mask, vis_mask = _model_and_masks(bfm, full_face_vis_mask, vis_mask, "land3d_loss")
+        tables = self.tables(bfm, vert_img.device)
+        self._check_vertices(vert_img, "vert_img", tables.num_vertices)
         n_samples, n_views, n_vertices = vert_img.shape[:3]
         if kpts_gt.shape != (n_samples, n_views, NUM_LANDMARKS, 2):
             raise ValueError(f"kpts_gt must have shape (N, V, 68, 2), got {tuple(kpts_gt.shape)}")
@@ -363,17 +478,16 @@ class LossFunction(torch.nn.Module):
         reduce = torch.mean if self.mean_loss else torch.sum
 
         xy = vert_img[..., :2]
-        landmark_error = (xy[:, :, self.landmark_indices] - kpts_3d_gt[..., :2]).square().sum(dim=-1)  # (N, V, 68)
-        fixed = reduce(landmark_error[..., self.nose_eye_landmarks]) + OTHER_LANDMARK_WEIGHT * reduce(
-            landmark_error[..., self.other_landmarks]
+        landmark_error = (xy[:, :, tables.landmark_indices] - kpts_3d_gt[..., :2]).square().sum(dim=-1)  # (N, V, 68)
+        fixed = reduce(landmark_error[..., list(NOSE_EYE_LANDMARKS)]) + OTHER_LANDMARK_WEIGHT * reduce(
+            landmark_error[..., list(OTHER_LANDMARKS)]
         )
 
-        contour_kpts = kpts_gt[:, :, self.contour_landmarks]  # (N, V, c, 2)
-        distance = torch.linalg.vector_norm(xy.detach()[:, :, :, None] - contour_kpts[:, :, None], dim=-1)
-        distance = distance + (~visible)[..., None].to(distance.dtype) * INVISIBLE_VERTEX_PENALTY
-        nearest = distance.argmin(dim=2)  # (N, V, c)
+        contour = list(CONTOUR_LANDMARKS)
+        contour_kpts = kpts_gt[:, :, contour]  # (N, V, c, 2)
+        nearest = visible_distances(contour_kpts, xy.detach(), visible).argmin(dim=-1)  # (N, V, c)
         nearest_xy = torch.gather(xy, 2, nearest[..., None].expand(-1, -1, -1, 2))
-        hidden = ~full_visible[:, :, self.landmark_indices[self.contour_landmarks]]
+        hidden = ~full_visible[:, :, tables.landmark_indices[contour]]
         dynamic = ((nearest_xy - contour_kpts).square().sum(dim=-1) * hidden).sum()
         if self.mean_loss:
             dynamic = dynamic / (n_samples * n_views * NUM_LANDMARKS)
@@ -384,11 +498,15 @@ class LossFunction(torch.nn.Module):
         opt_verts_img: Sequence,
         kpts_gt: torch.Tensor,
         kpts_3d_gt: torch.Tensor,
-        opt_full_face_vis_masks: Sequence,
-        opt_vis_masks: Sequence,
+        bfm: object | None = None,
+        opt_full_face_vis_masks: Sequence | None = None,
+        opt_vis_masks: Sequence | None = None,
     ) -> torch.Tensor:
         """:meth:`land3d_loss` summed over all optimisation iterations (masks nested like the
-        vertices). Returns a scalar in squared pixels."""
+        vertices; the bound form may leave ``bfm`` out positionally). Returns a scalar in squared pixels."""
+        bfm, opt_full_face_vis_masks, opt_vis_masks = _model_and_masks(
+            bfm, opt_full_face_vis_masks, opt_vis_masks, "multi_land3d_loss"
+        )
         levels = _stage_iterations(opt_verts_img, "opt_verts_img")
         full_masks = _stage_iterations(opt_full_face_vis_masks, "opt_full_face_vis_masks")
         masks = _stage_iterations(opt_vis_masks, "opt_vis_masks")
@@ -397,13 +515,15 @@ class LossFunction(torch.nn.Module):
         ] != [len(level) for level in levels]:
             raise ValueError("the visibility mask lists must be nested exactly like opt_verts_img")
         return sum(
-            self.land3d_loss(vert_img, kpts_gt, kpts_3d_gt, full_mask, mask)
+            self.land3d_loss(vert_img, kpts_gt, kpts_3d_gt, bfm, full_mask, mask)
             for level, full_level, mask_level in zip(levels, full_masks, masks, strict=True)
             for vert_img, full_mask, mask in zip(level, full_level, mask_level, strict=True)
         )
 
     # ------------------------------------------------------------------------------------ normal losses
-    def normal_loss(self, vert: torch.Tensor, normal_bfm_gt: torch.Tensor, vert_bfm_gt: torch.Tensor) -> torch.Tensor:
+    def normal_loss(
+        self, vert: torch.Tensor, normal_bfm_gt: torch.Tensor, vert_bfm_gt: torch.Tensor, bfm: object | None = None
+    ) -> torch.Tensor:
         """Cosine distance between vertex normals of the similarity-aligned prediction and the
         ground-truth normals, over the face region.
 
@@ -411,36 +531,38 @@ class LossFunction(torch.nn.Module):
             vert, vert_bfm_gt: (N, V, n, 3) predicted and ground-truth vertices.
             normal_bfm_gt: (N, V, n, 3) ground-truth normals in :meth:`vertex_normals`'s
                 orientation (any length).
+            bfm: the face model (None: the bound one).
         Returns:
             (N, V) mean of 1 - cos, unitless in [0, 2].
         """
-        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt")
+        tables = self.tables(bfm, vert.device)
+        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt", tables.num_vertices)
         if normal_bfm_gt.shape != vert.shape:
             raise ValueError(
                 f"normal_bfm_gt must have the shape of vert {tuple(vert.shape)}, got {tuple(normal_bfm_gt.shape)}"
             )
         n_samples, n_views = vert.shape[:2]
-        transform = self._dense_alignment(vert, vert_bfm_gt)
+        transform = self._dense_alignment(vert, vert_bfm_gt, tables.face_indices)
         aligned = transform.apply(vert.reshape(n_samples * n_views, -1, 3)).reshape(vert.shape)
-        normals = triangle_vertex_normals(aligned, self.triangles, self.face_adjacent_triangles)
-        cosine = F.cosine_similarity(normals, self.face_region(normal_bfm_gt), dim=-1)
+        normals = vertex_normal_sums(aligned, tables.triangles.flip(1), tables.face_adjacent_triangles)
+        cosine = F.cosine_similarity(normals, normal_bfm_gt[..., tables.face_indices, :], dim=-1)
         return (1.0 - cosine).mean(dim=-1)
 
     def multi_normal_loss(
-        self, opt_verts: Sequence, normal_bfm_gt: torch.Tensor, vert_bfm_gt: torch.Tensor
+        self, opt_verts: Sequence, normal_bfm_gt: torch.Tensor, vert_bfm_gt: torch.Tensor, bfm: object | None = None
     ) -> StageLosses:
         """:meth:`normal_loss` averaged per iteration and summed over all iterations; diagnostics
         are the (N, V) normal losses of the regressor, first level and final output."""
         levels = _stage_iterations(opt_verts, "opt_verts")
         with torch.no_grad():
-            reg_err = self.normal_loss(opt_verts[0], normal_bfm_gt, vert_bfm_gt)
-            land_opt_err = self.normal_loss(levels[0][-1], normal_bfm_gt, vert_bfm_gt)
-        per_iteration = [self.normal_loss(vert, normal_bfm_gt, vert_bfm_gt) for level in levels for vert in level]
+            reg_err = self.normal_loss(opt_verts[0], normal_bfm_gt, vert_bfm_gt, bfm)
+            land_opt_err = self.normal_loss(levels[0][-1], normal_bfm_gt, vert_bfm_gt, bfm)
+        per_iteration = [self.normal_loss(vert, normal_bfm_gt, vert_bfm_gt, bfm) for level in levels for vert in level]
         loss = sum(value.mean() for value in per_iteration)
         return StageLosses(loss, reg_err, land_opt_err, per_iteration[-1].detach())
 
     # -------------------------------------------------------------------------------------- edge losses
-    def edge_loss(self, vert: torch.Tensor, vert_bfm_gt: torch.Tensor) -> torch.Tensor:
+    def edge_loss(self, vert: torch.Tensor, vert_bfm_gt: torch.Tensor, bfm: object | None = None) -> torch.Tensor:
         """Relative edge-length error over the face region (no alignment: scale matters).
 
         For each face vertex and each of its k' neighbour slots: ``|e / (e_gt + eps) - 1|`` with e,
@@ -451,27 +573,23 @@ class LossFunction(torch.nn.Module):
 
         Args:
             vert, vert_bfm_gt: (N, V, n, 3).
+            bfm: the face model (None: the bound one).
         Returns:
             scalar, unitless.
         """
-        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt")
-        edge = self._face_edge_lengths(vert)
-        edge_gt = self._face_edge_lengths(vert_bfm_gt)
-        edge = torch.where(self.face_neighbour_mask, edge, edge_gt)
+        tables = self.tables(bfm, vert.device)
+        self._check_pair(vert, vert_bfm_gt, "vert_bfm_gt", tables.num_vertices)
+        edge = _face_edge_lengths(vert, tables)
+        edge_gt = _face_edge_lengths(vert_bfm_gt, tables)
+        edge = torch.where(tables.face_neighbour_mask, edge, edge_gt)
         return (edge / (edge_gt + EDGE_LENGTH_EPS) - 1.0).abs().mean()
 
-    def _face_edge_lengths(self, vert: torch.Tensor) -> torch.Tensor:
-        """(N, V, n, 3) -> (N, V, n_face, k') distances from face vertices to their neighbour
-        slots, padding slots measured to the origin as in the original."""
-        padded = torch.cat([vert, torch.zeros_like(vert[:, :, :1])], dim=2)
-        neighbours = padded[:, :, self.face_neighbours.reshape(-1)]
-        neighbours = neighbours.reshape(*vert.shape[:2], *self.face_neighbours.shape, 3)
-        return torch.linalg.vector_norm(self.face_region(vert)[:, :, :, None] - neighbours, dim=-1)
-
-    def multi_edge_loss(self, opt_verts: Sequence, vert_bfm_gt: torch.Tensor) -> torch.Tensor:
+    def multi_edge_loss(
+        self, opt_verts: Sequence, vert_bfm_gt: torch.Tensor, bfm: object | None = None
+    ) -> torch.Tensor:
         """:meth:`edge_loss` summed over all optimisation iterations; scalar."""
         levels = _stage_iterations(opt_verts, "opt_verts")
-        return sum(self.edge_loss(vert, vert_bfm_gt) for level in levels for vert in level)
+        return sum(self.edge_loss(vert, vert_bfm_gt, bfm) for level in levels for vert in level)
 
     # ------------------------------------------------------------------------------------------ recipe
     def forward(
@@ -484,6 +602,7 @@ class LossFunction(torch.nn.Module):
         kpts_3d_gt: torch.Tensor,
         opt_full_face_vis_masks: Sequence,
         opt_vis_masks: Sequence,
+        bfm: object | None = None,
     ) -> RecipeLoss:
         """The authors' objective for training the optimisation stages:
         depth-aligned vert + dense-aligned vert + 0.1 land + 100 normal + 0.01 edge.
@@ -491,11 +610,12 @@ class LossFunction(torch.nn.Module):
         The regressor (``opt_verts[0]``) is not trained by this objective; it is pre-trained with
         the landmark loss alone. Arguments are those of the individual losses.
         """
-        vert = self.vert_loss(opt_verts, vert_bfm_gt, align_mode="depth")
-        aligned_vert = self.vert_loss(opt_verts, vert_bfm_gt, align_mode="dense")
-        land = self.multi_land3d_loss(opt_verts_img, kpts_gt, kpts_3d_gt, opt_full_face_vis_masks, opt_vis_masks)
-        normal = self.multi_normal_loss(opt_verts, normal_bfm_gt, vert_bfm_gt)
-        edge = self.multi_edge_loss(opt_verts, vert_bfm_gt)
+        mask = None if bfm is None else bfm.face_region_mask
+        vert = self.vert_loss(opt_verts, vert_bfm_gt, mask, align_mode="depth")
+        aligned_vert = self.vert_loss(opt_verts, vert_bfm_gt, mask, align_mode="dense")
+        land = self.multi_land3d_loss(opt_verts_img, kpts_gt, kpts_3d_gt, bfm, opt_full_face_vis_masks, opt_vis_masks)
+        normal = self.multi_normal_loss(opt_verts, normal_bfm_gt, vert_bfm_gt, bfm)
+        edge = self.multi_edge_loss(opt_verts, vert_bfm_gt, bfm)
         total = (
             VERT_LOSS_WEIGHT * vert.loss
             + ALIGNED_VERT_LOSS_WEIGHT * aligned_vert.loss
@@ -504,3 +624,24 @@ class LossFunction(torch.nn.Module):
             + EDGE_LOSS_WEIGHT * edge
         )
         return RecipeLoss(total, vert, aligned_vert, land, normal, edge)
+
+
+def _model_and_masks(bfm: object, full_masks: object, masks: object, name: str) -> tuple:
+    """(bfm, full masks, masks) from the authors' ``(..., bfm, full, vis)`` or the bound ``(..., full, vis)``."""
+    if isinstance(bfm, (torch.Tensor, list, tuple)):  # bound form: the masks moved up one place
+        if masks is not None:
+            raise TypeError(f"{name}: too many positional arguments (a face model was expected before the masks)")
+        bfm, full_masks, masks = None, bfm, full_masks
+    if full_masks is None or masks is None:
+        raise ValueError(f"{name} needs both visibility masks (the whole mesh's and the face region's)")
+    return bfm, full_masks, masks
+
+
+def _face_edge_lengths(vert: torch.Tensor, tables: MeshTables) -> torch.Tensor:
+    """(N, V, n, 3) -> (N, V, n_face, k') distances from face vertices to their neighbour slots, padding
+    slots measured to the origin as in the original."""
+    padded = torch.cat([vert, torch.zeros_like(vert[:, :, :1])], dim=2)
+    neighbours = padded[:, :, tables.face_neighbours.reshape(-1)]
+    neighbours = neighbours.reshape(*vert.shape[:2], *tables.face_neighbours.shape, 3)
+    face = vert[..., tables.face_indices, :]
+    return torch.linalg.vector_norm(face[:, :, :, None] - neighbours, dim=-1)

@@ -5,9 +5,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models import camera
-from models.fnrmvs_net import FNRMVSNet
-from models.mesh_geometry import backface_visibility
+from models.geometry import camera
+from models.geometry.visibility import backface_visibility
+from models.networks.fnrmvs_net import FNRMVSNet
 from train.batch import Batch
 from train.losses import LossFunction
 
@@ -34,7 +34,7 @@ class PosedMesh(NamedTuple):
 
 def regressor_mesh(model: FNRMVSNet, images: torch.Tensor) -> PosedMesh:
     """The regressor's mesh: the mean face posed per view by the regressor (the optimisation's
-    initial mesh, see models/nrmvs.py), differentiable with respect to the regressor."""
+    initial mesh, see models/nrmvs/unrolled.py), differentiable with respect to the regressor."""
     n_samples, n_views, _, height, width = images.shape
     face = model.opt_layer.face
     pose = model.regressor(images).pose.reshape(n_samples * n_views, 6)
@@ -75,17 +75,16 @@ class OptimizerObjective(nn.Module):
         self.criterion = criterion
 
     def forward(self, batch: Batch) -> StageLoss:
-        result = self.model(batch.images, batch.raw_images, batch.landmarks).optimisation
-        levels = result.levels
+        output = self.model(batch.images, batch.raw_images, batch.landmarks)
         loss = self.criterion(
-            [result.initial_vertices, *([s.vertices for s in level.steps] for level in levels)],
-            [result.initial_image_vertices, *([s.image_vertices for s in level.steps] for level in levels)],
+            output.nested("vertices"),
+            output.nested("image_vertices"),
             batch.vertices,
             self.criterion.vertex_normals(batch.vertices),
             batch.landmarks,
             batch.landmarks3d,
-            [result.initial_full_visible, *([s.full_visible for s in level.steps] for level in levels)],
-            [result.initial_visible, *([s.visible for s in level.steps] for level in levels)],
+            output.nested("full_visible"),
+            output.nested("visible"),
         )
         terms = {
             "vert": loss.vert.loss,

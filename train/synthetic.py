@@ -1,22 +1,15 @@
 """Synthetic multi-view face samples rendered from a morphable model (training data and example cases).
 
-Each sample is one identity seen in V views: identity coefficients ~ N(0, identity_sigma) (normalised
-by the model's std), one shared expression plus a per-view deviation, a weak-perspective pose per view
-(yaws stepped across +-yaw_max_deg, a few degrees of pitch/roll jitter, a scale that makes the face
-region about ``face_fill`` of the crop wide, the face region centred up to a small random shift),
-spherical-harmonics light (ambient plus a roughly frontal light, slightly tinted), a per-vertex albedo
-(a skin tone with smooth variation, darker brows, eyes and lips around the landmarks) and a smooth
-random background with noise. Optional ``detail_amplitude`` adds a smooth random displacement along
-the normals (model units) that the bases cannot express, for evaluation cases.
+Samples are rendered by :func:`models.synthesis.multiview_sample.render_sample` (see there for what varies).
 
 On-disk format (one folder per sample; :func:`write_sample` / :func:`read_sample`)::
 
     <folder>/view{i}.png     i = 0..V-1, 256x256 RGB (8 bit)
     <folder>/sample.npz      float32 arrays:
         landmarks      (V, 68, 2)  landmark pixels of the crop (x right, y down, pixel centres at integers;
-                                   models.camera.to_image of the landmark vertices)
+                                   models.geometry.camera.to_image of the landmark vertices)
         vertices       (V, n, 3)   ground-truth mesh per view in the model's camera space (pixels, x right,
-                                   y up, origin at the image centre; models.camera.pose_vertices)
+                                   y up, origin at the image centre; models.geometry.camera.pose_vertices)
         landmarks3d    (V, 68, 3)  vertices[:, landmark_indices]
         shape_coeffs   (80,)       normalised identity coefficients
         exp_coeffs     (V, 64)     normalised expression coefficients per view
@@ -34,30 +27,24 @@ Command line (one ``sample_NNNNN`` folder per sample; sample k uses ``SeedSequen
 """
 
 import argparse
-import contextlib
 import json
 import re
 import shutil
 import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from models.camera import IMAGE_SIZE, Pose, normalize_pose, pose_vertices, to_image
-from models.errors import MorphableModelError
-from models.mesh_geometry import vertex_normals
-from models.morphable_model import MorphableModel
-from models.photometric import gaussian_blur
-from models.renderer import render_colors, sh_shading
+from models.errors import DFNRMVSError, SyntheticDataError
+from models.face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
+from models.face_model.morphable_model import MorphableModel
+from models.io.staging import staged_folder
+from models.synthesis.multiview_sample import SampleConfig, SyntheticSample, render_sample
 
-FORMAT_VERSION = 1
 SAMPLE_FILE = "sample.npz"
 META_FILE = "meta.json"
 SAMPLE_FOLDER = "sample_{:05d}"
@@ -73,282 +60,8 @@ ARRAY_KEYS = (
     "sh_coeffs",
 )
 
-# Grid of the stand-in model used when neither a model file nor models/default_model.py is available.
-FALLBACK_GRID = (121, 121)
-
-# iBUG 68-point groups whose surroundings get darker albedo.
-BROW_LANDMARKS = slice(17, 27)
-EYE_LANDMARKS = slice(36, 48)
-LIP_LANDMARKS = slice(48, 68)
-# Skin tones (linear RGB albedo) the sample's tone is interpolated between.
-LIGHT_SKIN = (0.88, 0.72, 0.63)
-DARK_SKIN = (0.40, 0.27, 0.20)
-EYE_COLOUR = (0.12, 0.10, 0.10)
-HAIR_COLOUR = (0.16, 0.11, 0.08)
-LIP_TINT = (0.85, 0.55, 0.55)
-# Relative std of the skin tone per channel, and amplitude of the smooth redness variation (red channel).
-SKIN_TINT_STD = 0.03
-REDNESS_VARIATION = 0.03
-# Gaussian radius (fraction of the face width) and strength of each darkened feature.
-FEATURE_RADIUS = {"brows": 0.045, "eyes": 0.035, "lips": 0.04}
-FEATURE_STRENGTH = {"brows": 0.6, "eyes": 0.6, "lips": 0.45}
-# Wavelength (fraction of the face width) of the albedo's smooth variation; number of random waves per field.
-ALBEDO_WAVELENGTH = 0.3
-FIELD_WAVES = 24
-
-
-class SyntheticDataError(ValueError):
-    """Bad generator input or output folder; the message is one line naming the file and the problem."""
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """Settings of :func:`render_sample` (angles in degrees, lengths in pixels unless noted)."""
-
-    views: int = 2
-    identity_sigma: float = 1.0  # std of the normalised identity coefficients
-    expression_sigma: float = 0.7  # std of the expression shared by the views
-    expression_view_sigma: float = 0.3  # std of each view's deviation from it
-    yaw_max_deg: float = 30.0  # yaws are stepped across [-yaw_max_deg, yaw_max_deg]
-    yaw_jitter_deg: float = 4.0
-    pitch_jitter_deg: float = 5.0
-    roll_jitter_deg: float = 3.0
-    face_fill: float = 0.6  # width of the frontal face region / crop width
-    scale_jitter: float = 0.05  # relative std of the scale
-    translation_jitter_px: float = 6.0
-    ambient_range: tuple[float, float] = (0.55, 0.8)
-    directional_range: tuple[float, float] = (0.2, 0.45)
-    light_spread: float = 0.4  # std of the light direction's x and y (z = 1, towards the camera)
-    light_tint: float = 0.04  # relative std of the light's colour per channel
-    sh_noise: float = 0.03  # std of the second-order SH coefficients
-    albedo_variation: float = 0.08  # relative amplitude of the smooth albedo variation
-    background_noise: float = 0.04  # std of the background's per-pixel noise (intensity in [0, 1])
-    pixel_noise: float = 0.01  # std of the final image noise
-    blur_sigma_px: float = 0.6  # Gaussian blur of the rendered image
-    detail_amplitude: float = 0.0  # std of the displacement along normals, model units (0: none)
-    detail_wavelength: float = 0.08  # wavelength of that displacement, fraction of the face width
-
-    def __post_init__(self) -> None:
-        if self.views < 1:
-            raise SyntheticDataError(f"views must be at least 1, got {self.views}")
-        if not 0 < self.face_fill <= 1:
-            raise SyntheticDataError(f"face_fill must lie in (0, 1], got {self.face_fill}")
-        if not 0 <= self.yaw_max_deg < 90:
-            raise SyntheticDataError(f"yaw_max_deg must lie in [0, 90), got {self.yaw_max_deg}")
-        if self.detail_amplitude < 0 or self.detail_wavelength <= 0:
-            raise SyntheticDataError("detail_amplitude must be >= 0 and detail_wavelength > 0")
-
-
-@dataclass
-class SyntheticSample:
-    """One rendered sample; arrays as in the module docstring, ``images`` (V, 256, 256, 3) uint8."""
-
-    images: np.ndarray
-    landmarks: np.ndarray
-    vertices: np.ndarray
-    landmarks3d: np.ndarray
-    shape_coeffs: np.ndarray
-    exp_coeffs: np.ndarray
-    pose: np.ndarray
-    model_vertices: np.ndarray
-    sh_coeffs: np.ndarray
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def views(self) -> int:
-        return self.images.shape[0]
-
-
-# ---------------------------------------------------------------------------------------------- random parts
-
-
-def face_width(mm: MorphableModel) -> float:
-    """x-extent of the mean shape's face region, model units."""
-    x = mm.mean_shape.view(-1, 3)[mm.face_region_mask, 0]
-    return float(x.max() - x.min())
-
-
-def smooth_field(points: np.ndarray, wavelength: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth zero-mean random field of unit std at ``points`` (n, 3): a sum of random plane waves.
-
-    Args:
-        wavelength: mean wavelength, in the points' units.
-    Returns:
-        (n,) float64.
-    """
-    directions = rng.standard_normal((FIELD_WAVES, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    frequencies = directions * rng.uniform(0.7, 1.3, (FIELD_WAVES, 1)) / wavelength
-    phases = rng.uniform(0, 2 * np.pi, FIELD_WAVES)
-    return np.cos(2 * np.pi * points @ frequencies.T + phases).sum(axis=1) * np.sqrt(2.0 / FIELD_WAVES)
-
-
-def _view_angles(rng: np.random.Generator, config: SampleConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pitch, yaw, roll (V,) in degrees; yaws stepped across the range in a random view order."""
-    limit = config.yaw_max_deg
-    if config.views == 1:
-        yaw = rng.uniform(-limit, limit, 1)
-    else:
-        yaw = np.linspace(-limit, limit, config.views) + rng.normal(0, config.yaw_jitter_deg, config.views)
-        yaw = rng.permutation(np.clip(yaw, -limit, limit))
-    pitch = rng.normal(0, config.pitch_jitter_deg, config.views)
-    roll = rng.normal(0, config.roll_jitter_deg, config.views)
-    return pitch, yaw, roll
-
-
-def _place_views(
-    vertices: torch.Tensor, mm: MorphableModel, rng: np.random.Generator, config: SampleConfig
-) -> torch.Tensor:
-    """Normalised poses (V, 6) float32 that fill and centre the crop with each view's face region."""
-    pitch, yaw, roll = (torch.from_numpy(a) for a in _view_angles(rng, config))
-    scale = config.face_fill * IMAGE_SIZE / face_width(mm) * (1 + rng.normal(0, config.scale_jitter, config.views))
-    zeros = torch.zeros(config.views, dtype=torch.float64)
-    centred = normalize_pose(Pose(pitch, yaw, roll, torch.from_numpy(scale), zeros, zeros)).float()
-    face = pose_vertices(vertices, centred)[:, mm.face_region_mask, :2]
-    centre = (face.amax(dim=1) + face.amin(dim=1)) / 2
-    shift = torch.from_numpy(rng.normal(0, config.translation_jitter_px, (config.views, 2))).float()
-    translation = shift - centre
-    pose = normalize_pose(Pose(pitch, yaw, roll, torch.from_numpy(scale), *translation.double().unbind(1)))
-    return pose.float()
-
-
-def _sh_light(rng: np.random.Generator, config: SampleConfig) -> np.ndarray:
-    """(9, 3) SH coefficients: ambient + a roughly frontal, slightly upper light, tinted per channel."""
-    direction = np.array([rng.normal(0, config.light_spread), rng.normal(0.2, config.light_spread), 1.0])
-    direction /= np.linalg.norm(direction)
-    coeffs = np.empty(9)
-    coeffs[0] = rng.uniform(*config.ambient_range)
-    coeffs[1:4] = rng.uniform(*config.directional_range) * direction
-    coeffs[4:] = rng.normal(0, config.sh_noise, 5)
-    tint = 1 + rng.normal(0, config.light_tint, 3)
-    return (coeffs[:, None] * tint[None, :]).astype(np.float32)
-
-
-def _albedo(neutral: np.ndarray, mm: MorphableModel, rng: np.random.Generator, config: SampleConfig) -> np.ndarray:
-    """(n, 3) per-vertex albedo in [0, 1] on the neutral identity mesh (model units)."""
-    width = face_width(mm)
-    tone = rng.uniform()
-    skin = (1 - tone) * np.array(LIGHT_SKIN) + tone * np.array(DARK_SKIN)
-    skin = skin * (1 + rng.normal(0, SKIN_TINT_STD, 3))
-    luminance = smooth_field(neutral, ALBEDO_WAVELENGTH * width, rng)
-    redness = smooth_field(neutral, ALBEDO_WAVELENGTH * width, rng)
-    albedo = skin[None, :] * (1 + config.albedo_variation * luminance[:, None])
-    albedo[:, 0] += REDNESS_VARIATION * redness
-    landmarks = neutral[mm.landmark_indices.cpu().numpy()]
-    hair = np.array(HAIR_COLOUR) * rng.uniform(0.6, 1.6)
-    colours = {"brows": hair, "eyes": np.array(EYE_COLOUR), "lips": skin * np.array(LIP_TINT)}
-    groups = {"brows": BROW_LANDMARKS, "eyes": EYE_LANDMARKS, "lips": LIP_LANDMARKS}
-    for name, group in groups.items():
-        squared = ((neutral[:, None, :] - landmarks[None, group, :]) ** 2).sum(-1).min(axis=1)
-        weight = FEATURE_STRENGTH[name] * np.exp(-squared / (2 * (FEATURE_RADIUS[name] * width) ** 2))
-        albedo = albedo * (1 - weight[:, None]) + colours[name][None, :] * weight[:, None]
-    return np.clip(albedo, 0, 1).astype(np.float32)
-
-
-def _background(rng: np.random.Generator, config: SampleConfig) -> torch.Tensor:
-    """(256, 256, 3) smooth random colour field plus pixel noise, in [0, 1]."""
-    cells = int(rng.integers(2, 8))
-    colours = rng.uniform(0, 1, (1, 3, cells, cells))
-    saturation = rng.uniform(0.2, 0.8)
-    coarse = torch.from_numpy(saturation * colours + (1 - saturation) * colours.mean(axis=1, keepdims=True)).float()
-    smooth = F.interpolate(coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False)[0]
-    noise = torch.from_numpy(rng.normal(0, config.background_noise, (3, IMAGE_SIZE, IMAGE_SIZE))).float()
-    return (smooth + noise).clamp(0, 1).permute(1, 2, 0)
-
-
-def _detail_offset(
-    identity: torch.Tensor, mm: MorphableModel, rng: np.random.Generator, config: SampleConfig
-) -> torch.Tensor:
-    """(n, 3) smooth displacement along the identity mesh's normals, std ``detail_amplitude`` (model units)."""
-    normals = vertex_normals(identity.unsqueeze(0), mm.triangles, mm.adjacent_triangles)[0]
-    wavelength = config.detail_wavelength * face_width(mm)
-    heights = smooth_field(identity.double().numpy(), wavelength, rng) * config.detail_amplitude
-    return torch.from_numpy(heights).float().unsqueeze(1) * normals
-
-
-# ---------------------------------------------------------------------------------------------- rendering
-
-
-def render_sample(mm: MorphableModel, rng: np.random.Generator, config: SampleConfig | None = None) -> SyntheticSample:
-    """Render one random multi-view sample (see the module docstring).
-
-    Identity, poses, appearance and detail draw from independent child generators of ``rng``, so
-    e.g. adding detail does not change the identity or the poses of a seed.
-    """
-    config = config or SampleConfig()
-    if mm.device.type != "cpu":
-        mm = mm.to("cpu")
-    identity_rng, pose_rng, appearance_rng, detail_rng = rng.spawn(4)
-    n_shape, n_exp = mm.shape_std.shape[0], mm.exp_std.shape[0]
-    shape = torch.from_numpy(identity_rng.normal(0, config.identity_sigma, (1, n_shape))).float()
-    shared = identity_rng.normal(0, config.expression_sigma, (1, n_exp))
-    expression = shared + identity_rng.normal(0, config.expression_view_sigma, (config.views, n_exp))
-    expression = torch.from_numpy(expression).float()
-
-    with torch.no_grad():
-        identity = mm.vertices(shape)[0]
-        offset = torch.zeros_like(identity)
-        if config.detail_amplitude > 0:
-            offset = _detail_offset(identity, mm, detail_rng, config)
-        model_vertices = mm.vertices(shape.expand(config.views, -1), expression) + offset
-        pose = _place_views(model_vertices, mm, pose_rng, config)
-        camera = pose_vertices(model_vertices, pose)
-        image_vertices = to_image(camera)
-
-        albedo = torch.from_numpy(_albedo(identity.double().numpy(), mm, appearance_rng, config))
-        sh = _sh_light(appearance_rng, config)
-        normals = -vertex_normals(camera, mm.triangles, mm.adjacent_triangles)  # out of the head
-        images = []
-        for view in range(config.views):
-            colours = albedo * sh_shading(normals[view], torch.from_numpy(sh)).clamp(min=0)
-            background = _background(appearance_rng, config)
-            image = render_colors(image_vertices[view], mm.triangles, colours, IMAGE_SIZE, IMAGE_SIZE, background)
-            image = gaussian_blur(image.permute(2, 0, 1).unsqueeze(0), config.blur_sigma_px)[0].permute(1, 2, 0)
-            image = image + torch.from_numpy(appearance_rng.normal(0, config.pixel_noise, image.shape)).float()
-            images.append((image.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
-
-    landmark_indices = mm.landmark_indices
-    return SyntheticSample(
-        images=np.stack(images),
-        landmarks=image_vertices[:, landmark_indices, :2].numpy().astype(np.float32),
-        vertices=camera.numpy().astype(np.float32),
-        landmarks3d=camera[:, landmark_indices].numpy().astype(np.float32),
-        shape_coeffs=shape[0].numpy(),
-        exp_coeffs=expression.numpy(),
-        pose=pose.numpy(),
-        model_vertices=(identity + offset).numpy().astype(np.float32),
-        sh_coeffs=sh,
-        meta={
-            "format_version": FORMAT_VERSION,
-            "views": config.views,
-            "num_vertices": mm.num_vertices,
-            "config": asdict(config),
-        },
-    )
-
 
 # ---------------------------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def staged_folder(folder: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder that replaces ``folder`` (absent or empty) once the block succeeds.
-
-    Nothing is left behind when the block fails, so a folder is either complete or absent.
-    """
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise SyntheticDataError(f"{folder}: exists and is not an empty folder; not overwriting it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        yield staging
-        if folder.exists():
-            folder.rmdir()
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def write_images(sample: SyntheticSample, folder: Path) -> None:
@@ -456,28 +169,13 @@ def generate_dataset(
 # ---------------------------------------------------------------------------------------------- models
 
 
-def default_model() -> tuple[MorphableModel, str]:
-    """The project's default face model (models/default_model.py) or, where that module is absent, a
-    synthetic grid stand-in (tools/synthetic_face_model.py). Returns the model and a name for it."""
-    try:
-        from models.default_model import DEFAULT_MODEL_PATH, load_default_model
-    except ModuleNotFoundError as error:
-        if error.name != "models.default_model":
-            raise
-        from tools.synthetic_face_model import synthetic_morphable_model
-
-        rows, cols = FALLBACK_GRID
-        return synthetic_morphable_model(rows, cols), f"synthetic grid model {rows}x{cols} (not a face model)"
-    return load_default_model(), f"default face model {DEFAULT_MODEL_PATH.name}"
-
-
 def load_model(mm_dir: str | Path | None = None, model_file: str | Path | None = None) -> tuple[MorphableModel, str]:
-    """A face3d directory, an ``.npz`` model, or :func:`default_model`; returns the model and its name."""
+    """A face3d directory, an ``.npz`` model, or the built-in default model; returns the model and its name."""
     if mm_dir is not None:
         return MorphableModel.from_face3d_dir(mm_dir), str(mm_dir)
     if model_file is not None:
         return MorphableModel.from_npz(model_file), str(model_file)
-    return default_model()
+    return load_default_model(), f"default face model {DEFAULT_MODEL_PATH.name}"
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -507,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mm, name = load_model(args.mm_dir, args.model)
         config = SampleConfig(**config_overrides(args))
         folders = generate_dataset(mm, args.out, args.count, args.views, args.seed, config, args.overwrite, name)
-    except (SyntheticDataError, MorphableModelError) as error:
+    except DFNRMVSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {len(folders)} samples of {args.views} views to {args.out} (model: {name})")

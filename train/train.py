@@ -28,13 +28,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, load_checkpoint, save_state_dict
-from models.errors import MorphableModelError
-from models.fnrmvs_net import FNRMVSNet
-from models.morphable_model import MorphableModel
+from models.errors import DFNRMVSError
+from models.face_model.morphable_model import MorphableModel
+from models.networks.checkpoint import load_checkpoint, save_state_dict
+from models.networks.fnrmvs_net import FNRMVSNet
 from train.batch import Batch
-from train.config import ConfigError, TrainConfig, parse_config
-from train.dataset import DatasetError
+from train.config import TrainConfig, parse_config
 from train.distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shutdown_distributed
 from train.errors import TrainingError
 from train.loaders import ResumableSampler, make_loaders
@@ -99,13 +98,7 @@ def _train(config: TrainConfig, context: DistributedContext) -> TrainResult:
     model = build_model(config, morphable_model)
     if context.is_main and config.stage == "optimizer" and not config.init and not config.resume:
         print("warning: stage optimizer without --init: the regressor is untrained", file=sys.stderr)
-    criterion = LossFunction(
-        morphable_model.triangles,
-        morphable_model.landmark_indices,
-        morphable_model.face_region_mask,
-        adjacent_triangles=morphable_model.adjacent_triangles,
-        neighbour_vertices=morphable_model.neighbour_vertices,
-    )
+    criterion = LossFunction(mean_loss=True, bfm=morphable_model)
     trainable = select_trainable(model, config.stage)
     model.to(context.device)
     criterion.to(context.device)
@@ -276,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_config(argv)
         train(config)
-    except (ConfigError, DatasetError, CheckpointError, MorphableModelError, TrainingError) as error:
+    except DFNRMVSError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0

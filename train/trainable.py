@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from models.fnrmvs_net import FNRMVSNet
+from models.networks.fnrmvs_net import FNRMVSNet
 
 # Never used by the forward pass; the authors keep it only so that their checkpoints load.
 UNUSED_PARAMETER_SUFFIX = "adap_bias_net.weight"

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from models.checkpoint import MODEL_STATE_KEY
-from models.fnrmvs_net import FNRMVSNet
+from models.networks.checkpoint import MODEL_STATE_KEY
+from models.networks.fnrmvs_net import FNRMVSNet
 from train.config import TrainConfig
 from train.distributed import DistributedContext
 from train.errors import TrainingError

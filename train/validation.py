@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from models import camera
-from models.fnrmvs_net import FNRMVSNet
+from models.geometry import camera
+from models.networks.fnrmvs_net import FNRMVSNet
 from train.batch import Batch
 from train.config import TrainConfig
 from train.distributed import DistributedContext, all_reduce_sum

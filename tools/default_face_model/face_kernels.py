@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.face_model.landmark_layout import BROWS, EYES, LOWER_JAW, MOUTH
 from tools.default_face_model.gp_basis import KernelScale
-from tools.default_face_model.ibug import IBUG_BROWS, IBUG_EYES, IBUG_LOWER_JAW, IBUG_MOUTH
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ IDENTITY_SYMMETRY = 0.8
 EXPRESSION_SCALES = (KernelScale(3.0e4, 4.0e3), KernelScale(1.5e4, 2.0e3), KernelScale(8.0e3, 6.0e2))
 EXPRESSION_SYMMETRY = 0.5
 EXPRESSION_REGIONS = (
-    ExpressionRegion(IBUG_MOUTH + IBUG_LOWER_JAW, amplitude=1.0, radius=2.0e4),
-    ExpressionRegion(IBUG_EYES, amplitude=0.6, radius=1.0e4),
-    ExpressionRegion(IBUG_BROWS, amplitude=0.7, radius=1.5e4),
+    ExpressionRegion(MOUTH + LOWER_JAW, amplitude=1.0, radius=2.0e4),
+    ExpressionRegion(EYES, amplitude=0.6, radius=1.0e4),
+    ExpressionRegion(BROWS, amplitude=0.7, radius=1.5e4),
 )
 
 

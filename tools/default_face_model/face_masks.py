@@ -1,14 +1,8 @@
-"""Per-vertex masks of the model: the tight face region and the photometric weights."""
+"""The default model's tight face region."""
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
-from models.face_region import LEFT_EYE_INNER, RIGHT_EYE_INNER, tight_face_region
-from tools.default_face_model.ibug import IBUG_EYES, IBUG_MOUTH
-
-# Photometric weights: 1 within these distances (micrometres) of the eye / mouth landmarks, else 0.
-PHOTO_EYE_RADIUS = 1.2e4
-PHOTO_MOUTH_RADIUS = 1.0e4
+from models.face_model.face_region import LEFT_EYE_INNER, RIGHT_EYE_INNER, tight_face_region
 
 
 def face_region(vertices: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -24,10 +18,3 @@ def face_region(vertices: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     probes = np.concatenate([vertices, vertices[level] - (0.0, 1.0, 0.0)])
     region[level] |= tight_face_region(probes, landmarks)[len(vertices) :]
     return region
-
-
-def photo_weights(vertices: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(n,) float32: 1 near the eyes and the mouth (:data:`PHOTO_EYE_RADIUS`, :data:`PHOTO_MOUTH_RADIUS`), else 0."""
-    eyes = cdist(vertices, vertices[landmarks[list(IBUG_EYES)]]).min(1) <= PHOTO_EYE_RADIUS
-    mouth = cdist(vertices, vertices[landmarks[list(IBUG_MOUTH)]]).min(1) <= PHOTO_MOUTH_RADIUS
-    return (eyes | mouth).astype(np.float32)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from models.morphable_model import NUM_LANDMARKS
-from tools.default_face_model.ibug import IBUG_MIRROR, IBUG_OUTER_EYE_CORNERS
+from models.face_model.landmark_layout import MIRROR, OUTER_EYE_CORNERS
+from models.face_model.morphable_model import NUM_LANDMARKS
 
 
 def select_landmarks(
@@ -27,10 +27,10 @@ def select_landmarks(
     for k in range(NUM_LANDMARKS):
         if chosen[k] >= 0:
             continue
-        m = int(IBUG_MIRROR[k])
+        m = int(MIRROR[k])
         cost = np.zeros(n)
         for proj, vis, det in zip(projections, visible, detections, strict=True):
-            scale = np.linalg.norm(det[IBUG_OUTER_EYE_CORNERS[0]] - det[IBUG_OUTER_EYE_CORNERS[1]])
+            scale = np.linalg.norm(det[OUTER_EYE_CORNERS[0]] - det[OUTER_EYE_CORNERS[1]])
             own = np.sum((proj - det[k]) ** 2, 1)
             partner = np.sum((proj[mirror] - det[m]) ** 2, 1)
             cost += np.where(vis & vis[mirror], (own + partner) / scale**2, np.inf)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.morphable_model import NUM_LANDMARKS
+from models.face_model.morphable_model import NUM_LANDMARKS
 
 # Photos: matplotlib's sample portrait (geometry and landmarks) and scikit-image's astronaut (landmarks only;
 # her open, smiling mouth makes her a poor neutral mean).

@@ -5,7 +5,7 @@ from matplotlib.path import Path as PolygonPath
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
-from models.morphable_model import MorphableModel
+from models.face_model.morphable_model import MorphableModel
 from tools.default_face_model.mesh_ops import boundary_loops, zipper_fill
 
 

@@ -1,0 +1,296 @@
+"""Photos of one person in, one face mesh per photo out: the reconstruction API that ``demo.py`` uses.
+
+::
+
+    from models import reconstruct
+    result = reconstruct(["view0.jpg", "view1.jpg"])          # weights-free fit, built-in face model
+    result.vertices                                         # (V, n, 3) meshes, crop camera space (pixels)
+    result.save("out/person")                               # the demo's files (meshes, overlays, result.json)
+
+Data flow: photo -> :func:`~models.io.preprocess.prepare_photo` (face box, the authors' crop, landmarks on
+the crop) -> network inputs (256x256 crops in [0, 1] and ImageNet-normalised, landmarks in crop pixels) ->
+a :class:`Reconstructor` (the weights-free :class:`FittingReconstructor`, or the authors' network,
+:class:`LearnedReconstructor`) -> :class:`Reconstruction` -> :meth:`Reconstruction.save`.
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
+from .face_model.morphable_model import MorphableModel
+from .fitting.multiview_fit import FitConfig, fit_multiview
+from .io.case_outputs import staged_directory, write_case
+from .io.landmark_detectors import LandmarkDetector, create_detector
+from .io.preprocess import NetworkInputs, PreparedView, load_photo, network_inputs, prepare_photo, prepare_view
+from .networks.checkpoint import load_checkpoint
+from .networks.fnrmvs_net import MIN_VIEWS, FNRMVSNet
+
+
+class MethodOutput(NamedTuple):
+    """What a :class:`Reconstructor` returns for V views.
+
+    vertices: (V, n, 3) camera-space meshes (pixels of the 256 crop, x right, y up, origin at its centre).
+    poses: (V, 6) normalised weak-perspective poses. details: JSON-ready facts (per-stage errors, energies).
+    shape_coeffs: (ks,) normalised identity, or None. exp_coeffs: (V, ke) normalised expressions, or None.
+    """
+
+    vertices: np.ndarray
+    poses: np.ndarray
+    details: dict
+    shape_coeffs: np.ndarray | None = None
+    exp_coeffs: np.ndarray | None = None
+
+
+class Reconstructor(Protocol):
+    """A reconstruction method for the views of one person.
+
+    method: its name in results. min_views: the fewest views it accepts. model: its morphable model.
+    model_name: where the model came from. checkpoint: its weights file, if any. device: where it runs.
+    """
+
+    method: str
+    min_views: int
+    model: MorphableModel
+    model_name: str
+    checkpoint: str | None
+    device: torch.device
+
+    def run(self, inputs: NetworkInputs) -> MethodOutput: ...
+
+
+class FittingReconstructor:
+    """The weights-free multi-view fit (:func:`models.fitting.multiview_fit.fit_multiview`).
+
+    Args:
+        model: the morphable model (default: the built-in one). model_name: how results name it.
+        device: where the fit runs. config: the fit's weights and stages.
+    """
+
+    method = "fitting"
+    min_views = 1
+    checkpoint = None
+
+    def __init__(
+        self,
+        model: MorphableModel | None = None,
+        model_name: str | None = None,
+        device: torch.device | str = "cpu",
+        config: FitConfig | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        if model is None:
+            model, model_name = load_default_model(), model_name or f"default ({DEFAULT_MODEL_PATH.name})"
+        self.model = model.to(self.device)
+        self.model_name = model_name or "custom"
+        self.config = config or FitConfig()
+
+    def run(self, inputs: NetworkInputs) -> MethodOutput:
+        fit = fit_multiview(self.model, inputs.raw_images, inputs.landmarks, self.config)
+        stages = [
+            {
+                "name": stage.name,
+                "landmark_rms_px": [round(float(e), 4) for e in stage.landmark_error],
+                "photometric_error": None if np.isnan(stage.photometric_error) else stage.photometric_error,
+                "seconds": round(stage.seconds, 3),
+            }
+            for stage in fit.stages
+        ]
+        return MethodOutput(
+            vertices=fit.vertices.detach().cpu().numpy(),
+            poses=fit.pose.detach().cpu().numpy(),
+            details={"stages": stages, "single_view": fit.single_view},
+            shape_coeffs=fit.shape_coeffs.detach().cpu().numpy(),
+            exp_coeffs=fit.exp_coeffs.detach().cpu().numpy(),
+        )
+
+
+class LearnedReconstructor:
+    """The authors' FNRMVSNet with a checkpoint (their ``2views_model.pth``, ...) and the 3DMM it was trained with.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or does not match the network.
+    """
+
+    method = "learned"
+    min_views = MIN_VIEWS
+
+    def __init__(
+        self,
+        model: MorphableModel,
+        checkpoint: str | Path,
+        device: torch.device | str = "cpu",
+        model_name: str | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model
+        self.model_name = model_name or "custom"
+        self.checkpoint = str(checkpoint)
+        self.network = FNRMVSNet(model)
+        load_checkpoint(self.network, checkpoint)
+        self.network.to(self.device).eval()
+
+    def run(self, inputs: NetworkInputs) -> MethodOutput:
+        with torch.no_grad():
+            output = self.network(inputs.images[None], inputs.raw_images[None], inputs.landmarks[None])
+        energies = [
+            {"level": level.level, "step": k, "feature": float(s.feature_energy), "landmark": float(s.landmark_energy)}
+            for level in output.optimisation.levels
+            for k, s in enumerate(level.steps)
+        ]
+        pose = output.optimisation.levels[-1].steps[-1].pose[0]
+        return MethodOutput(output.vertices[0].cpu().numpy(), pose.cpu().numpy(), {"energies": energies})
+
+
+@dataclass
+class Reconstruction:
+    """A reconstructed person (V views, n vertices of the morphable model).
+
+    name: the case's name. views: the :class:`~models.io.preprocess.PreparedView` s (crop, landmarks in
+    crop pixels, crop geometry, photo path). vertices: (V, n, 3) camera-space meshes (pixels of the 256
+    crop, x right, y up, origin at its centre; ``view.geometry.camera_to_photo`` maps them onto the photo).
+    poses: (V, 6) normalised weak-perspective poses. triangles: (t, 3) the model's triangles (clockwise
+    seen from the camera). valid_mask: (n,) the face region without the nostrils. shape_coeffs,
+    exp_coeffs: the fit's coefficients (None for the learned path). method, model_name, checkpoint,
+    landmark_backend, device: how it was made. details: method-specific facts. timings: seconds per phase.
+    """
+
+    name: str
+    views: list[PreparedView]
+    vertices: np.ndarray
+    poses: np.ndarray
+    triangles: np.ndarray
+    valid_mask: np.ndarray
+    method: str
+    model_name: str
+    checkpoint: str | None
+    landmark_backend: str
+    device: str
+    shape_coeffs: np.ndarray | None = None
+    exp_coeffs: np.ndarray | None = None
+    details: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def photo_paths(self) -> list[Path]:
+        """The photo files of the views (photos given as arrays have none)."""
+        return [view.path for view in self.views if view.path is not None]
+
+    def summary(self) -> dict:
+        """The JSON-ready facts of ``result.json`` besides the per-view records."""
+        coefficients = None
+        if self.shape_coeffs is not None:
+            coefficients = {
+                "shape": [float(v) for v in self.shape_coeffs],
+                "expression": None if self.exp_coeffs is None else self.exp_coeffs.astype(float).tolist(),
+            }
+        return {
+            "case": self.name,
+            "method": self.method,
+            "model": self.model_name,
+            "checkpoint": self.checkpoint,
+            "landmarks": self.landmark_backend,
+            "device": self.device,
+            "coefficients": coefficients,
+            "timings_s": {name: round(seconds, 3) for name, seconds in self.timings.items()},
+            "details": self.details,
+        }
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the demo's files into ``folder`` (created; all or nothing) and return it.
+
+        An existing ``folder`` is replaced only with ``overwrite``, or when it holds an earlier result of the
+        same photo files (so re-running refreshes it).
+
+        Raises:
+            OutputError: ``folder`` exists and may not be replaced.
+        """
+        folder = Path(folder)
+        with staged_directory(folder, overwrite, self.photo_paths) as staging:
+            write_case(staging, self.views, self.vertices, self.poses, self.triangles, self.valid_mask, self.summary())
+        return folder
+
+
+def prepare_views(
+    photos: Sequence[str | Path | np.ndarray],
+    detector: LandmarkDetector,
+    landmarks: Sequence[np.ndarray | None] | None = None,
+) -> list[PreparedView]:
+    """Preprocess each photo (a file, or an (H, W, 3) uint8 RGB array); ``landmarks``: per photo, (68, 2)
+    points in photo pixels that replace detection, or None."""
+    if landmarks is not None and len(landmarks) != len(photos):
+        raise InputError(f"{len(photos)} photos but {len(landmarks)} landmark sets")
+    views = []
+    for index, photo in enumerate(photos):
+        given = None if landmarks is None else landmarks[index]
+        if isinstance(photo, np.ndarray):
+            views.append(prepare_photo(photo, detector, given, name=f"photo {index}"))
+        elif given is None:
+            views.append(prepare_view(Path(photo), detector))
+        else:
+            views.append(prepare_photo(load_photo(Path(photo)), detector, given, name=str(photo), path=Path(photo)))
+    return views
+
+
+def reconstruct(
+    photos: Sequence[str | Path | np.ndarray],
+    reconstructor: Reconstructor | None = None,
+    detector: LandmarkDetector | str = "dlib",
+    landmarks: Sequence[np.ndarray | None] | None = None,
+    name: str | None = None,
+) -> Reconstruction:
+    """Reconstruct one mesh per photo of one person.
+
+    Args:
+        photos: V photo files or (H, W, 3) uint8 RGB arrays, each one view of the same person.
+        reconstructor: the method (default: :class:`FittingReconstructor` with the built-in face model).
+        detector: a landmark detector, or a backend name (``models.io.landmark_detectors.BACKENDS``).
+        landmarks: optional per-photo (68, 2) landmarks in photo pixels (None entries are detected).
+        name: the case's name (default: the first photo's folder name, or "case").
+    Returns:
+        :class:`Reconstruction`.
+    Raises:
+        InputError: unreadable photo, no face found, too few views for the method.
+        LandmarkError: the detector backend cannot be used.
+    """
+    if len(photos) == 0:
+        raise InputError("no photos given")
+    reconstructor = reconstructor or FittingReconstructor()
+    if len(photos) < reconstructor.min_views:
+        raise InputError(
+            f"the {reconstructor.method} method needs at least {reconstructor.min_views} views, got {len(photos)}"
+        )
+    if isinstance(detector, str):
+        detector = create_detector(detector, str(reconstructor.device))
+    start = time.perf_counter()
+    views = prepare_views(photos, detector, landmarks)
+    prepared = time.perf_counter()
+    output = reconstructor.run(network_inputs(views, reconstructor.device))
+    reconstructed = time.perf_counter()
+    if name is None:
+        first = views[0].path
+        name = first.resolve().parent.name if first is not None else "case"
+    model = reconstructor.model
+    return Reconstruction(
+        name=name,
+        views=views,
+        vertices=output.vertices,
+        poses=output.poses,
+        triangles=model.triangles.cpu().numpy(),
+        valid_mask=model.face_region_mask_no_nose_hole.cpu().numpy(),
+        method=reconstructor.method,
+        model_name=reconstructor.model_name,
+        checkpoint=reconstructor.checkpoint,
+        landmark_backend=detector.name,
+        device=str(reconstructor.device),
+        shape_coeffs=output.shape_coeffs,
+        exp_coeffs=output.exp_coeffs,
+        details=output.details,
+        timings={"preprocess": prepared - start, "reconstruct": reconstructed - prepared},
+    )

@@ -1,0 +1,291 @@
+"""Tests of train/dataset.py, train/config.py and train/train.py on a tiny synthetic data set.
+
+The data are rendered by train/synthetic.py from a 20 x 20 synthetic morphable model; training starts
+from the reference weight rule (tools/reference_weights.py), whose optimisation stays finite on them.
+The network needs 256 x 256 views, so every step runs the full model: the tests keep N = 1, V = 2
+and take only a handful of steps.
+"""
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from models.face_model.procedural import synthetic_morphable_model
+from models.geometry import camera
+from models.networks.checkpoint import load_checkpoint, read_state_dict, save_state_dict
+from models.networks.fnrmvs_net import FNRMVSNet
+from tools.reference_weights import fill_with_reference_rule
+from train import train as T
+from train.config import ConfigError, TrainConfig, parse_config
+from train.dataset import IMAGENET_MEAN, IMAGENET_STD, DatasetError, MultiViewFaceDataset, collate_samples
+from train.logs import TRAIN_LOG, VAL_LOG
+from train.synthetic import generate_dataset
+from train.training_state import STATE_FILE
+
+GRID_SIDE = 20
+VIEWS = 2
+# Pixels the second training sample is shifted by (image, landmarks, mesh and pose alike).
+SHIFT_PX = 6
+
+
+# ------------------------------------------------------------------------------------------------ data
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The model (.npz), reference-rule weights, one rendered sample and a shifted copy of it."""
+    root = tmp_path_factory.mktemp("training")
+    mm = synthetic_morphable_model(GRID_SIDE, GRID_SIDE)
+    mm.save_npz(root / "mm.npz")
+    model = FNRMVSNet(mm)
+    fill_with_reference_rule(model)
+    save_state_dict(model, root / "init.pth")
+    (sample,) = generate_dataset(mm, root / "rendered", count=1, views=VIEWS, seed=0)
+    shifted = root / "shifted"
+    write_shifted_copy(sample, shifted, SHIFT_PX)
+    return {"root": root, "mm": root / "mm.npz", "init": root / "init.pth", "sample": sample, "shifted": shifted}
+
+
+def write_shifted_copy(source: Path, target: Path, shift: int) -> None:
+    """The sample moved ``shift`` pixels to the right: a second, consistent sample."""
+    target.mkdir()
+    views = 0
+    while (source / f"view{views}.png").is_file():
+        image = np.asarray(Image.open(source / f"view{views}.png"))
+        Image.fromarray(np.roll(image, shift, axis=1)).save(target / f"view{views}.png")
+        views += 1
+    with np.load(source / "sample.npz") as content:
+        arrays = {key: content[key].copy() for key in content.files}
+    for key in ("landmarks", "vertices", "landmarks3d"):
+        arrays[key][..., 0] += shift
+    arrays["pose"][:, 4] += shift / camera.TRANSLATION_STD
+    np.savez(target / "sample.npz", **arrays)
+
+
+def data_folder(root: Path, name: str, samples: dict[str, Path]) -> Path:
+    """A data folder holding copies of ``samples`` (folder name -> sample folder)."""
+    folder = root / name
+    for sample_name, sample in samples.items():
+        shutil.copytree(sample, folder / sample_name)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------- dataset
+def test_dataset_returns_the_sample_normalised(assets: dict[str, Path]) -> None:
+    dataset = MultiViewFaceDataset(assets["sample"].parent, num_vertices=GRID_SIDE * GRID_SIDE)
+    assert len(dataset) == 1 and dataset.views == VIEWS
+    item = dataset[0]
+    with np.load(assets["sample"] / "sample.npz") as content:
+        for key in ("landmarks", "vertices", "landmarks3d", "pose"):
+            np.testing.assert_array_equal(item[key].numpy(), content[key])
+    pixels = np.asarray(Image.open(assets["sample"] / "view1.png"), dtype=np.float32) / 255.0
+    np.testing.assert_allclose(item["raw_images"][1].permute(1, 2, 0).numpy(), pixels, atol=1e-7)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(item["images"], (item["raw_images"] - mean) / std)
+    assert item["images"].shape == (VIEWS, 3, 256, 256) and item["name"] == assets["sample"].name
+    batch = collate_samples([item, item])
+    assert batch["vertices"].shape == (2, VIEWS, GRID_SIDE * GRID_SIDE, 3) and batch["name"] == [item["name"]] * 2
+
+
+def _break_npz(folder: Path, **changes: np.ndarray | None) -> None:
+    with np.load(folder / "sample.npz") as content:
+        arrays = {key: content[key] for key in content.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    np.savez(folder / "sample.npz", **arrays)
+
+
+BREAKAGES = {
+    "missing sample.npz": (lambda f: (f / "sample.npz").unlink(), "sample.npz not found", "init"),
+    "one view": (lambda f: (f / "view1.png").unlink(), "at least 2 needed", "init"),
+    "small image": (lambda f: Image.new("RGB", (64, 64)).save(f / "view0.png"), "expected 256x256", "item"),
+    "not an image": (lambda f: (f / "view1.png").write_text("text"), "not a readable image", "item"),
+    "landmark shape": (lambda f: _break_npz(f, landmarks=np.zeros((2, 5, 2))), "'landmarks' has shape", "item"),
+    "no vertices": (lambda f: _break_npz(f, vertices=None), "missing array(s) vertices", "item"),
+    "vertex count": (lambda f: _break_npz(f, vertices=np.zeros((2, 7, 3))), "the morphable model 400", "item"),
+    "nan pose": (lambda f: _break_npz(f, pose=np.full((2, 6), np.nan)), "'pose' must hold finite", "item"),
+    "not npz": (lambda f: (f / "sample.npz").write_text("text"), "not a readable .npz", "item"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_dataset_errors_are_one_line_naming_the_sample(assets: dict[str, Path], tmp_path: Path, breakage: str) -> None:
+    folder = data_folder(tmp_path, "data", {"sample_a": assets["sample"]}) / "sample_a"
+    damage, message, when = BREAKAGES[breakage]
+    damage(folder)
+    with pytest.raises(DatasetError) as error:
+        MultiViewFaceDataset(folder.parent, num_vertices=GRID_SIDE * GRID_SIDE)[0]
+    text = str(error.value)
+    assert message in text and str(folder) in text and "\n" not in text
+    if when == "item":  # found only when the sample is read, not when the folder is listed
+        MultiViewFaceDataset(folder.parent, num_vertices=GRID_SIDE * GRID_SIDE)
+
+
+def test_dataset_folder_level_errors(assets: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="data folder not found"):
+        MultiViewFaceDataset(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no sample folders"):
+        MultiViewFaceDataset(tmp_path / "empty")
+    mixed = data_folder(tmp_path, "mixed", {"a": assets["sample"], "b": assets["sample"]})
+    Image.new("RGB", (256, 256)).save(mixed / "b" / "view2.png")
+    with pytest.raises(DatasetError, match=r"b: 3 views, expected 2"):
+        MultiViewFaceDataset(mixed)
+    with pytest.raises(DatasetError, match="views, expected 3"):
+        MultiViewFaceDataset(mixed, views=3)
+    partial = data_folder(tmp_path, "partial", {"a": assets["sample"], "b": assets["sample"]})
+    _break_npz(partial / "b", landmarks3d=None)
+    dataset = MultiViewFaceDataset(partial)
+    with pytest.raises(DatasetError, match="samples a and b differ in optional arrays \\(landmarks3d\\)"):
+        collate_samples([dataset[0], dataset[1]])
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_config_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"stage": "regressor", "data": "d", "mm": "m.npz", "out": "o", "lr": 1, "epochs": 3}))
+    config = parse_config(["--config", str(path), "--epochs", "5", "--no-progress"])
+    values = (config.stage, config.lr, config.epochs, config.progress, config.batch_size)
+    assert values == ("regressor", 1.0, 5, False, 2)
+    path.write_text(json.dumps({"data": "d", "mm": "m", "out": "o", "learning_rate": 1}))
+    with pytest.raises(ConfigError, match=r"run.json: unknown option\(s\) learning_rate"):
+        parse_config(["--config", str(path)])
+    path.write_text(json.dumps({"data": "d", "mm": "m", "out": "o", "epochs": "3"}))
+    with pytest.raises(ConfigError, match="'epochs' must be int"):
+        parse_config(["--config", str(path)])
+    with pytest.raises(ConfigError, match="batch_size must be positive"):
+        parse_config(["--data", "d", "--mm", "m", "--out", "o", "--batch-size", "0"])
+    with pytest.raises(ConfigError, match="data is required"):
+        parse_config(["--mm", "m", "--out", "o"])
+
+
+def test_config_yaml(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = tmp_path / "run.yaml"
+    path.write_text("stage: optimizer\ndata: d\nmm: m\nout: o\nmax_steps: 7\nval_data: null\n")
+    config = parse_config(["--config", str(path)])
+    assert config.max_steps == 7 and config.val_data is None and config.lr == 2e-5
+    path.write_text("stage: [optimizer\n")
+    with pytest.raises(ConfigError, match="run.yaml: not valid YAML"):
+        parse_config(["--config", str(path)])
+
+
+def test_cli_reports_a_missing_data_folder_in_one_line(
+    assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--data", str(tmp_path / "nowhere"), "--mm", str(assets["mm"]), "--out", str(tmp_path / "out")]
+    assert T.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'nowhere'}: data folder not found"
+
+
+# -------------------------------------------------------------------------------------------- training
+def _config(assets: dict[str, Path], **values) -> TrainConfig:
+    return TrainConfig(mm=str(assets["mm"]), batch_size=1, progress=False, device="cpu", **values)
+
+
+def test_regressor_stage_resume_matches_an_uninterrupted_run(assets: dict[str, Path], tmp_path: Path) -> None:
+    """Two samples, batch 1: stopping after step 1 and resuming continues inside the epoch, with the
+    same sample order, weights, Adam state and dropout masks, so the next loss is bitwise equal."""
+    data = data_folder(tmp_path, "data", {"a": assets["sample"], "b": assets["shifted"]})
+    val = data_folder(tmp_path, "val", {"a": assets["sample"]})
+    # A large learning rate so that one step changes the next loss visibly.
+    common = {"stage": "regressor", "data": str(data), "val_data": str(val), "init": str(assets["init"])}
+    common.update(epochs=2, lr=1e-3, seed=3)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    uninterrupted = T.train(_config(assets, out=str(whole), max_steps=2, **common))
+    first = T.train(_config(assets, out=str(parts), max_steps=1, **common))
+    resumed = T.train(_config(assets, out=str(parts), max_steps=2, resume=str(parts / STATE_FILE), **common))
+
+    assert first.losses == uninterrupted.losses[:1]
+    assert resumed.losses == uninterrupted.losses[1:]
+    assert uninterrupted.losses[1] != uninterrupted.losses[0]
+    for key, value in uninterrupted.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [row.split(",")[0] for row in (parts / TRAIN_LOG).read_text().splitlines()] == ["step", "1", "2"]
+
+    # Validation after the epoch (step 2), identical in both runs; mm = px / (pose scale) / 1000 per view.
+    assert first.validations == [] and resumed.validations == uninterrupted.validations
+    (validation,) = resumed.validations
+    assert validation.views == VIEWS and np.isfinite(validation.landmark_px)
+    with np.load(assets["sample"] / "sample.npz") as content:
+        scale = camera.denormalize_pose(torch.from_numpy(content["pose"])).scale
+    assert validation.vertex_px / float(scale.max()) / 1000 <= validation.vertex_mm
+    assert validation.vertex_mm <= validation.vertex_px / float(scale.min()) / 1000
+    rows = (parts / VAL_LOG).read_text().splitlines()
+    assert rows[0] == "step,epoch,vertex_px,vertex_mm,landmark_px,views" and rows[1].startswith("2,0,")
+    for name in (T.LAST_MODEL, T.BEST_MODEL, T.EPOCH_MODEL.format(epoch=1), STATE_FILE, T.CONFIG_COPY):
+        assert (parts / name).is_file(), name
+
+    # The bare state dict (the authors' format) loads strictly; only the regressor trained.
+    load_checkpoint(first.model, parts / T.LAST_MODEL)
+    initial = read_state_dict(assets["init"])
+    changed = {k.split(".")[0] for k, v in first.model.state_dict().items() if not torch.equal(v, initial[k])}
+    assert changed == {"regressor"}
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+
+
+def test_optimizer_stage_lowers_the_loss(assets: dict[str, Path], tmp_path: Path) -> None:
+    """Two dozen steps on one sample (the regressor frozen) at the authors' lr: the recipe loss falls clearly."""
+    data = data_folder(tmp_path, "data", {"only": assets["sample"]})
+    config = _config(
+        assets, stage="optimizer", data=str(data), out=str(tmp_path / "out"), init=str(assets["init"]), epochs=24
+    )
+    result = T.train(config)
+    losses = np.array(result.losses)
+    assert len(losses) == 24 and np.isfinite(losses).all()
+    # a margin, not a threshold at the edge: the last steps average well under half the first loss
+    assert losses[-4:].mean() < 0.5 * losses[0], losses
+    assert losses[12:].max() < losses[0], losses
+    fresh = FNRMVSNet(synthetic_morphable_model(GRID_SIDE, GRID_SIDE))
+    load_checkpoint(fresh, tmp_path / "out" / T.LAST_MODEL)
+    initial = read_state_dict(assets["init"])
+    changed = {k.split(".")[0] for k, v in fresh.state_dict().items() if not torch.equal(v, initial[k])}
+    assert changed == {"opt_layer"}
+    unused = "opt_layer.adap_B_net3.adap_bias_net.weight"
+    assert torch.equal(fresh.state_dict()[unused], initial[unused])
+
+
+# ---------------------------------------------------------------------------------------- distributed
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _distributed_worker(rank: int, world_size: int, port: int, config: TrainConfig, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
+    torch.set_num_threads(1)
+    result = T.train(config)
+    torch.save({"losses": result.losses, "state": result.model.state_dict()}, Path(out) / f"rank{rank}.pt")
+
+
+def test_two_process_gloo_run_keeps_the_ranks_identical(assets: dict[str, Path], tmp_path: Path) -> None:
+    """DistributedDataParallel over the second-order optimisation: one step, one sample per rank."""
+    data = data_folder(tmp_path, "data", {"a": assets["sample"], "b": assets["shifted"]})
+    out = tmp_path / "out"
+    config = _config(assets, stage="optimizer", data=str(data), out=str(out), init=str(assets["init"]), max_steps=1)
+    mp.spawn(_distributed_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert rank0["losses"] == rank1["losses"] and np.isfinite(rank0["losses"][0])
+    initial = read_state_dict(assets["init"])
+    changed = 0
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), key
+        changed += not torch.equal(value, initial[key])
+    assert changed > 100
+    saved = read_state_dict(out / T.LAST_MODEL)
+    assert all(torch.equal(saved[k], v) for k, v in rank0["state"].items())
+    assert len((out / TRAIN_LOG).read_text().splitlines()) == 2  # header + one step, logged once
