@@ -10,7 +10,8 @@ import torch
 from models.face_model.default_model import load_default_model
 from models.face_model.morphable_model import MorphableModel
 from models.face_model.procedural import synthetic_morphable_model
-from models.fitting.multiview_fit import FitConfig, StageConfig, fit_multiview, landmark_pose
+from models.fitting.landmark_pose import landmark_pose
+from models.fitting.multiview_fit import FitConfig, StageConfig, fit_multiview
 from models.fitting.photometric import estimate_shading, gaussian_blur, photometric_consistency
 from models.geometry.camera import denormalize_pose, normalize_pose, pose_vertices, to_image
 from models.geometry.procrustes import procrustes
@@ -210,7 +211,8 @@ def test_fit_works_with_the_default_model():
     [
         (torch.rand(2, 4, 64, 64), torch.rand(2, 68, 2), "raw_images must have shape"),
         (torch.rand(3, 64, 64), torch.rand(1, 68, 2), "raw_images must have shape"),
-        (torch.rand(2, 3, 64, 64), torch.rand(2, 67, 2), "landmarks must have shape"),
+        (torch.rand(2, 3, 64, 64), torch.rand(2, 68, 3), "landmarks must have shape"),
+        (torch.rand(2, 3, 64, 64), torch.rand(2, 67, 2), "need a dense landmark correspondence"),
         (torch.rand(2, 3, 64, 64), torch.rand(3, 68, 2), "one per view"),
         (torch.rand(2, 3, 8, 8), torch.rand(2, 68, 2), "at least 16 pixels"),
         (torch.rand(2, 3, 64, 64) * 255, torch.rand(2, 68, 2), r"must lie in \[0, 1\]"),
