@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from models.errors import DFNRMVSError, InputError, OutputError
+from models.face_model.dense_landmarks import DenseLandmarks
 from models.face_model.morphable_model import MorphableModel
 from models.io.case_outputs import check_target
 from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_detector
@@ -39,7 +40,7 @@ INPUT_DIR = "examples"  # one case (images of one person) or one subfolder per c
 OUTPUT_DIR = "out_dir"  # results go to OUTPUT_DIR/<case folder name>/
 CHECKPOINT: str | None = None  # e.g. "net_weights/2views_model.pth" (the learned path; needs MM_DIR)
 MM_DIR: str | None = None  # e.g. "external/face3d/examples/Data/BFM" (face3d layout with Out/) or a .npz
-LANDMARK_BACKEND = "dlib"  # "dlib" (offline) or "fan" (face-alignment, the authors' choice)
+LANDMARK_BACKEND = "auto"  # "auto" (MediaPipe, dlib where it finds no face), "mediapipe", "dlib" or "fan"
 DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
 # -------------------------------------------------------------------------------------------------------
 
@@ -129,12 +130,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_reconstructor(checkpoint: str | None, mm_dir: str | None, device: torch.device) -> Reconstructor:
-    """The method the arguments select: the learned network with a checkpoint, else the fitting."""
+def build_reconstructor(
+    checkpoint: str | None, mm_dir: str | None, device: torch.device, dense_landmarks: str | None = None
+) -> Reconstructor:
+    """The method the arguments select: the learned network with a checkpoint, else the fitting (with the dense
+    landmark correspondence file ``dense_landmarks`` for its model, when given)."""
     model = None if mm_dir is None else MorphableModel.load(mm_dir)
     if checkpoint is not None:
         return LearnedReconstructor(model, checkpoint, device, model_name=str(mm_dir))
-    return FittingReconstructor(model, None if mm_dir is None else str(mm_dir), device)
+    dense = None
+    if dense_landmarks is not None:
+        vertices = model.num_vertices if model is not None else None
+        dense = DenseLandmarks.from_npz(dense_landmarks, vertices)
+    return FittingReconstructor(model, None if mm_dir is None else str(mm_dir), device, dense_landmarks=dense)
 
 
 def process_case(
@@ -166,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         default=INPUT_DIR,
         help="photos of one person (one case), or one subfolder of photos per case; a <photo>.txt or .npy "
-        f"beside a photo with 68 'x y' landmarks in photo pixels skips detection (default: {INPUT_DIR})",
+        "beside a photo with 68 (iBUG) or 468 (MediaPipe) 'x y' landmarks in photo pixels skips detection "
+        f"(default: {INPUT_DIR})",
     )
     add(
         "--output",
@@ -193,8 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--landmarks",
         default=LANDMARK_BACKEND,
         choices=BACKENDS,
-        help="landmark detector: dlib (offline, bundled models) or fan (face-alignment, the authors' choice; "
-        f"needs its downloaded weights) (default: {LANDMARK_BACKEND})",
+        help="landmark detector: auto (MediaPipe's 468 points where the fitting's model has a dense correspondence, "
+        "as the default model has, with dlib's 68 where MediaPipe finds no face; dlib otherwise), mediapipe, "
+        "dlib (offline, bundled models) or fan (face-alignment, the authors' choice; needs its downloaded "
+        f"weights) (default: {LANDMARK_BACKEND})",
+    )
+    add(
+        "--dense-landmarks",
+        metavar="FILE",
+        default=None,
+        help="a .npz saying where MediaPipe's 468 points lie on --mm-dir's model (arrays dense_landmark_layout, "
+        "dense_landmark_vertices, dense_landmark_barycentrics, as models/face_model/dense_landmarks.py writes "
+        "them), so that the fitting uses dense landmarks with that model",
     )
     add("--overwrite", action="store_true", help="replace case output folders that already exist")
     add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
@@ -247,8 +266,13 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
             problems.append(str(error))
     if problems:
         raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
-    reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device)
-    detector = create_detector(args.landmarks, str(device))
+    reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device, args.dense_landmarks)
+    if args.landmarks == "mediapipe" and reconstructor.dense_layout is None:
+        raise DemoError(
+            f"--landmarks mediapipe: the {reconstructor.method} method with this model uses 68 landmarks "
+            "(the fitting with the default model, or with --dense-landmarks, uses MediaPipe's)"
+        )
+    detector = create_detector(args.landmarks, str(device), reconstructor.dense_layout)
     return DemoSetup(targets, reconstructor, detector)
 
 

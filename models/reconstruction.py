@@ -24,6 +24,8 @@ import torch
 
 from .errors import InputError
 from .face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
+from .face_model.dense_landmarks import DenseLandmarks
+from .face_model.landmark_layout import NUM_LANDMARKS
 from .face_model.morphable_model import MorphableModel
 from .fitting.multiview_fit import FitConfig, fit_multiview
 from .io.case_outputs import staged_directory, write_case
@@ -53,6 +55,7 @@ class Reconstructor(Protocol):
 
     method: its name in results. min_views: the fewest views it accepts. model: its morphable model.
     model_name: where the model came from. checkpoint: its weights file, if any. device: where it runs.
+    dense_layout: the dense landmark layout it can fit besides the 68 iBUG points (e.g. "mediapipe468"), or None.
     """
 
     method: str
@@ -61,6 +64,7 @@ class Reconstructor(Protocol):
     model_name: str
     checkpoint: str | None
     device: torch.device
+    dense_layout: str | None
 
     def run(self, inputs: NetworkInputs) -> MethodOutput: ...
 
@@ -83,13 +87,21 @@ class FittingReconstructor:
         model_name: str | None = None,
         device: torch.device | str = "cpu",
         config: FitConfig | None = None,
+        dense_landmarks: DenseLandmarks | None = None,
     ) -> None:
         self.device = torch.device(device)
         if model is None:
             model, model_name = load_default_model(), model_name or f"default ({DEFAULT_MODEL_PATH.name})"
+        if dense_landmarks is not None:
+            model = model.with_dense_landmarks(dense_landmarks)
         self.model = model.to(self.device)
         self.model_name = model_name or "custom"
         self.config = config or FitConfig()
+
+    @property
+    def dense_layout(self) -> str | None:
+        dense = self.model.dense_landmarks
+        return None if dense is None else dense.layout
 
     def run(self, inputs: NetworkInputs) -> MethodOutput:
         fit = fit_multiview(self.model, inputs.raw_images, inputs.landmarks, self.config)
@@ -105,7 +117,7 @@ class FittingReconstructor:
         return MethodOutput(
             vertices=fit.vertices.detach().cpu().numpy(),
             poses=fit.pose.detach().cpu().numpy(),
-            details={"stages": stages, "single_view": fit.single_view},
+            details={"stages": stages, "single_view": fit.single_view, "landmark_term": fit.landmarks},
             shape_coeffs=fit.shape_coeffs.detach().cpu().numpy(),
             exp_coeffs=fit.exp_coeffs.detach().cpu().numpy(),
         )
@@ -120,6 +132,7 @@ class LearnedReconstructor:
 
     method = "learned"
     min_views = MIN_VIEWS
+    dense_layout = None
 
     def __init__(
         self,
@@ -153,7 +166,8 @@ class Reconstruction:
     """A reconstructed person (V views, n vertices of the morphable model).
 
     name: the case's name. views: the :class:`~models.io.preprocess.PreparedView` s (crop, landmarks in
-    crop pixels, crop geometry, photo path). vertices: (V, n, 3) camera-space meshes (pixels of the 256
+    crop pixels, crop geometry, photo path). landmark_note: why the landmarks are not the requested
+    backend's (a fallback), or None. vertices: (V, n, 3) camera-space meshes (pixels of the 256
     crop, x right, y up, origin at its centre; ``view.geometry.camera_to_photo`` maps them onto the photo).
     poses: (V, 6) normalised weak-perspective poses. triangles: (t, 3) the model's triangles (clockwise
     seen from the camera). valid_mask: (n,) the face region without the nostrils. shape_coeffs,
@@ -176,6 +190,7 @@ class Reconstruction:
     exp_coeffs: np.ndarray | None = None
     details: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    landmark_note: str | None = None
 
     @property
     def photo_paths(self) -> list[Path]:
@@ -196,6 +211,7 @@ class Reconstruction:
             "model": self.model_name,
             "checkpoint": self.checkpoint,
             "landmarks": self.landmark_backend,
+            **({"landmark_fallback": self.landmark_note} if self.landmark_note else {}),
             "device": self.device,
             "coefficients": coefficients,
             "timings_s": {name: round(seconds, 3) for name, seconds in self.timings.items()},
@@ -222,8 +238,13 @@ def prepare_views(
     detector: LandmarkDetector,
     landmarks: Sequence[np.ndarray | None] | None = None,
 ) -> list[PreparedView]:
-    """Preprocess each photo (a file, or an (H, W, 3) uint8 RGB array); ``landmarks``: per photo, (68, 2)
-    points in photo pixels that replace detection, or None."""
+    """Preprocess each photo (a file, or an (H, W, 3) uint8 RGB array); ``landmarks``: per photo, (68, 2) or
+    (468, 2) points in photo pixels that replace detection, or None.
+
+    Every view of a case gets landmarks of one layout: where some views have 68 points (a fallback or a file)
+    and others dense points, the dense views get the 68-point detector's landmarks too (see
+    :func:`consistent_landmarks`).
+    """
     if landmarks is not None and len(landmarks) != len(photos):
         raise InputError(f"{len(photos)} photos but {len(landmarks)} landmark sets")
     views = []
@@ -235,13 +256,52 @@ def prepare_views(
             views.append(prepare_view(Path(photo), detector))
         else:
             views.append(prepare_photo(load_photo(Path(photo)), detector, given, name=str(photo), path=Path(photo)))
-    return views
+    return consistent_landmarks(views, detector)
+
+
+def consistent_landmarks(views: list[PreparedView], detector: LandmarkDetector) -> list[PreparedView]:
+    """The views with landmarks of one layout: 68 points for every view when any view has 68.
+
+    The dense views' crops go to the 68-point detector (``detector.fallback``, or ``detector`` itself when it is
+    a 68-point one), each with a note naming the view that had 68 points.
+
+    Raises:
+        InputError: no 68-point detector is at hand, or it finds no face in a crop.
+    """
+    sparse = [k for k, view in enumerate(views) if len(view.landmarks) == NUM_LANDMARKS]
+    if not sparse or len(sparse) == len(views):
+        return views
+    ibug = detector.fallback if detector.fallback is not None else detector
+    first = views[sparse[0]]
+    if first.landmark_note is not None:
+        reason = f"{detector.name} found no face in its crop"
+    else:
+        reason = f"its landmarks ({first.landmark_source}) have 68 points"
+    if ibug.layout != "ibug68":
+        raise InputError(
+            f"{_view_name(first, sparse[0])}: {reason} but other views have dense landmarks; "
+            "give every view the same kind (or use --landmarks dlib)"
+        )
+    note = f"{_view_name(first, sparse[0])}: {reason}; {ibug.name}'s 68 landmarks used for every view"
+    consistent = []
+    for index, view in enumerate(views):
+        if index not in sparse:
+            points = ibug.landmarks(view.crop)
+            if points is None:
+                raise InputError(f"{_view_name(view, index)}: no face found by {ibug.name} in its crop ({note})")
+            view = view._replace(landmarks=points, landmark_source=ibug.name)
+        consistent.append(view._replace(landmark_note=note))
+    return consistent
+
+
+def _view_name(view: PreparedView, index: int) -> str:
+    return str(view.path) if view.path is not None else f"photo {index}"
 
 
 def reconstruct(
     photos: Sequence[str | Path | np.ndarray],
     reconstructor: Reconstructor | None = None,
-    detector: LandmarkDetector | str = "dlib",
+    detector: LandmarkDetector | str = "auto",
     landmarks: Sequence[np.ndarray | None] | None = None,
     name: str | None = None,
 ) -> Reconstruction:
@@ -250,13 +310,15 @@ def reconstruct(
     Args:
         photos: V photo files or (H, W, 3) uint8 RGB arrays, each one view of the same person.
         reconstructor: the method (default: :class:`FittingReconstructor` with the built-in face model).
-        detector: a landmark detector, or a backend name (``models.io.landmark_detectors.BACKENDS``).
-        landmarks: optional per-photo (68, 2) landmarks in photo pixels (None entries are detected).
+        detector: a landmark detector, or a backend name (``models.io.landmark_detectors.BACKENDS``; "auto":
+            MediaPipe's dense points with dlib's 68 as the fallback where the method can fit them, else dlib).
+        landmarks: optional per-photo (68, 2) or (468, 2) landmarks in photo pixels (None entries are detected).
         name: the case's name (default: the first photo's folder name, or "case").
     Returns:
         :class:`Reconstruction`.
     Raises:
-        InputError: unreadable photo, no face found, too few views for the method.
+        InputError: unreadable photo, no face found, too few views for the method, dense landmarks for a
+            method that cannot fit them.
         LandmarkError: the detector backend cannot be used.
     """
     if len(photos) == 0:
@@ -267,9 +329,15 @@ def reconstruct(
             f"the {reconstructor.method} method needs at least {reconstructor.min_views} views, got {len(photos)}"
         )
     if isinstance(detector, str):
-        detector = create_detector(detector, str(reconstructor.device))
+        detector = create_detector(detector, str(reconstructor.device), reconstructor.dense_layout)
     start = time.perf_counter()
     views = prepare_views(photos, detector, landmarks)
+    count = len(views[0].landmarks)
+    if count != NUM_LANDMARKS and reconstructor.dense_layout is None:
+        raise InputError(
+            f"{_view_name(views[0], 0)}: {count} landmarks, but the {reconstructor.method} method with this model "
+            f"uses {NUM_LANDMARKS} (a dense landmark correspondence for the model is needed)"
+        )
     prepared = time.perf_counter()
     output = reconstructor.run(network_inputs(views, reconstructor.device))
     reconstructed = time.perf_counter()
@@ -287,10 +355,11 @@ def reconstruct(
         method=reconstructor.method,
         model_name=reconstructor.model_name,
         checkpoint=reconstructor.checkpoint,
-        landmark_backend=detector.name,
+        landmark_backend=", ".join(dict.fromkeys(view.landmark_source for view in views)),
         device=str(reconstructor.device),
         shape_coeffs=output.shape_coeffs,
         exp_coeffs=output.exp_coeffs,
         details=output.details,
         timings={"preprocess": prepared - start, "reconstruct": reconstructed - prepared},
+        landmark_note=views[0].landmark_note,
     )

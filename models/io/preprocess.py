@@ -11,7 +11,8 @@
 4. Crop with PIL semantics (outside the padded photo is black) and resize to 256x256 bilinearly with
    half-pixel centres and no anti-aliasing (``torch.nn.functional.interpolate``, the arithmetic of the
    authors' ``cv2.resize`` default; colours are rounded to integers as cv2's uint8 output is).
-5. Detect the 68 landmarks on the crop.
+5. Detect the landmarks on the crop (68 iBUG points, or MediaPipe's 468; where a dense detector finds no face,
+   its fallback's 68 points).
 
 Coordinates are pixels with x right, y down, pixel centres at integers. :class:`CropGeometry` records the
 crop so that crop pixels (and meshes) can be mapped back onto the original photo.
@@ -30,8 +31,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 from ..face_model.landmark_layout import NUM_LANDMARKS
+from ..face_model.mediapipe_layout import NUM_MEDIAPIPE_POINTS
 from ..geometry.camera import IMAGE_SIZE
-from .landmark_detectors import FaceBox, LandmarkDetector, detector_box_from_landmarks
+from .landmark_detectors import FaceBox, LandmarkDetector, detector_box_from_landmarks, ibug_like_points
 
 # Authors' load_img_2_tensors: copyMakeBorder width, crop scale, vertical shift (in box heights) and the
 # smallest crop side they accept (``if l < 200: continue``).
@@ -48,6 +50,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LANDMARK_SUFFIXES = (".txt", ".npy")
+# Point counts a landmark file or array may hold: iBUG's 68, or MediaPipe's 468 dense points.
+LANDMARK_COUNTS = (NUM_LANDMARKS, NUM_MEDIAPIPE_POINTS)
 # Largest value of a 16-bit channel, mapped to 255.
 UINT16_MAX = 65535
 
@@ -185,9 +189,10 @@ class PreparedView(NamedTuple):
     """One preprocessed view.
 
     path: the photo file (None for a photo given as an array). crop: (256, 256, 3) uint8 RGB.
-    landmarks: (68, 2) float64 crop pixels. geometry: the crop's :class:`CropGeometry`. face_box: the face box
-    in the padded photo. landmark_source: the backend's name, "file" for landmarks from a file beside the
-    photo, "given" for landmarks passed in.
+    landmarks: (K, 2) float64 crop pixels (K = 68 iBUG points or 468 MediaPipe points). geometry: the crop's
+    :class:`CropGeometry`. face_box: the face box in the padded photo. landmark_source: the backend's name,
+    "file" for landmarks from a file beside the photo, "given" for landmarks passed in. landmark_note: why the
+    landmarks are not the requested backend's (a fallback), or None.
     """
 
     path: Path | None
@@ -196,11 +201,12 @@ class PreparedView(NamedTuple):
     geometry: CropGeometry
     face_box: FaceBox
     landmark_source: str
+    landmark_note: str | None = None
 
 
 class NetworkInputs(NamedTuple):
     """Tensors of V views: images (V, 3, 256, 256) ImageNet-normalised, raw_images (same) in [0, 1],
-    landmarks (V, 68, 2) crop pixels."""
+    landmarks (V, K, 2) crop pixels (K = 68 or 468, the same for every view)."""
 
     images: torch.Tensor
     raw_images: torch.Tensor
@@ -218,7 +224,10 @@ def landmark_file(photo: Path) -> Path | None:
 
 
 def read_landmark_file(path: Path) -> np.ndarray:
-    """(68, 2) float64 points (photo pixels) from a text file (68 rows "x y") or a ``.npy`` array."""
+    """(K, 2) float64 points (photo pixels) from a text file (K rows "x y") or a ``.npy`` array.
+
+    K is 68 (iBUG layout) or 468 (MediaPipe's face mesh; rows "x y z" are accepted and the depth dropped).
+    """
     try:
         if path.suffix == ".npy":
             points = np.load(path, allow_pickle=False)
@@ -228,9 +237,22 @@ def read_landmark_file(path: Path) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: not a readable landmark file ({first_line(error)})") from None
     points = np.asarray(points, dtype=np.float64)
-    if points.shape != (NUM_LANDMARKS, 2) or not np.isfinite(points).all():
-        raise InputError(f"{path}: expected {NUM_LANDMARKS} finite points of 2 coordinates, got shape {points.shape}")
+    if points.ndim == 2 and points.shape[0] == NUM_MEDIAPIPE_POINTS and points.shape[1] == 3:
+        points = points[:, :2]
+    if points.ndim != 2 or points.shape[0] not in LANDMARK_COUNTS or points.shape[1] != 2:
+        raise InputError(
+            f"{path}: expected {NUM_LANDMARKS} (iBUG) or {NUM_MEDIAPIPE_POINTS} (MediaPipe) rows of 2 coordinates, "
+            f"got shape {points.shape}"
+        )
+    if not np.isfinite(points).all():
+        raise InputError(f"{path}: the landmarks must be finite numbers")
     return points
+
+
+def box_from_points(points: np.ndarray) -> FaceBox:
+    """The S3FD-equivalent face box of 68 iBUG or 468 MediaPipe points (the latter through the MediaPipe points
+    nearest to the iBUG landmarks)."""
+    return detector_box_from_landmarks(points if len(points) == NUM_LANDMARKS else ibug_like_points(points))
 
 
 def _upscale(photo: np.ndarray, factor: float) -> np.ndarray:
@@ -244,7 +266,7 @@ def _face_box(
     """Pad ``photo`` and find the face box in it (from the user's landmarks when given)."""
     padded = reflect_pad(photo)
     if user_points is not None:
-        return padded, detector_box_from_landmarks(user_points + PAD_WIDTH)
+        return padded, box_from_points(user_points + PAD_WIDTH)
     box = detector.face_box(padded)
     if box is None:
         raise InputError(f"{name}: no face found")
@@ -254,7 +276,7 @@ def _face_box(
 def prepare_view(path: Path, detector: LandmarkDetector) -> PreparedView:
     """Read one photo file and prepare it (:func:`prepare_photo`).
 
-    A ``<photo>.txt``/``.npy`` file beside the photo with 68 points in photo pixels replaces detection.
+    A ``<photo>.txt``/``.npy`` file beside the photo with 68 or 468 points in photo pixels replaces detection.
 
     Raises:
         InputError: unreadable photo or landmark file, no face found.
@@ -277,8 +299,9 @@ def prepare_photo(
 
     Args:
         photo: (H, W, 3) uint8 RGB.
-        detector: finds the face box and the 68 landmarks (not used when ``landmarks`` are given).
-        landmarks: (68, 2) landmarks in photo pixels (x right, y down), replacing detection.
+        detector: finds the face box and the landmarks (not used when ``landmarks`` are given); where it finds
+            no face in the crop, its ``fallback`` detector's landmarks are used, with a note.
+        landmarks: (68, 2) or (468, 2) landmarks in photo pixels (x right, y down), replacing detection.
         name: how messages name the photo. path: recorded in the result (None for an array).
         landmark_source: recorded as the landmarks' source when ``landmarks`` are given.
     Raises:
@@ -291,8 +314,13 @@ def prepare_photo(
     if min(height, width) <= PAD_WIDTH:
         raise InputError(f"{name}: a {width}x{height} photo is too small (more than {PAD_WIDTH} pixels a side needed)")
     user_points = None if landmarks is None else np.asarray(landmarks, dtype=np.float64)
-    if user_points is not None and (user_points.shape != (NUM_LANDMARKS, 2) or not np.isfinite(user_points).all()):
-        raise InputError(f"{name}: expected {NUM_LANDMARKS} finite landmarks of 2 coordinates")
+    if user_points is not None and (
+        user_points.ndim != 2
+        or user_points.shape[0] not in LANDMARK_COUNTS
+        or user_points.shape[1] != 2
+        or not np.isfinite(user_points).all()
+    ):
+        raise InputError(f"{name}: expected {NUM_LANDMARKS} or {NUM_MEDIAPIPE_POINTS} finite landmarks of 2 values")
     padded, box = _face_box(photo, detector, user_points, name)
     upscaled = photo
     if crop_side(box) < MIN_CROP_SIDE:
@@ -316,9 +344,16 @@ def prepare_photo(
     if user_points is not None:
         return PreparedView(path, crop, geometry.photo_to_crop(user_points), geometry, box, landmark_source)
     points = detector.landmarks(crop)
+    if points is not None:
+        return PreparedView(path, crop, points, geometry, box, detector.name)
+    fallback = detector.fallback
+    points = None if fallback is None else fallback.landmarks(crop)
+    tried = detector.name if fallback is None else f"{detector.name} or {fallback.name}"
     if points is None:
-        raise InputError(f"{name}: no face found in its {IMAGE_SIZE}x{IMAGE_SIZE} crop")
-    return PreparedView(path, crop, points, geometry, box, detector.name)
+        raise InputError(f"{name}: no face found by {tried} in its {IMAGE_SIZE}x{IMAGE_SIZE} crop")
+    note = f"{detector.name} found no face in the crop; {fallback.name}'s {len(points)} landmarks used"
+    log.info("%s: %s", name, note)
+    return PreparedView(path, crop, points, geometry, box, fallback.name, note)
 
 
 def network_inputs(views: Sequence[PreparedView], device: torch.device | str = "cpu") -> NetworkInputs:
