@@ -7,7 +7,11 @@ region about ``face_fill`` of the crop wide, the face region centred up to a sma
 spherical-harmonics light (ambient plus a roughly frontal light, slightly tinted), a per-vertex albedo
 (a skin tone with smooth variation, darker brows, eyes and lips around the landmarks) and a smooth
 random background with noise. Optional ``detail_amplitude`` adds a smooth random displacement along
-the normals (model units) that the bases cannot express, for evaluation cases.
+the normals (model units) that the bases cannot express, for evaluation cases. Optional ``painted_eyes``
+(sclera, iris and pupil inside the eyelid contours; the models' eye openings are closed surfaces) and
+``mouth_cavity`` (a dark opening behind the lips instead of the background) make the faces look enough
+like faces for a face detector trained on photos (MediaPipe found 58-70 % of plain renders, 97-100 %
+with both and smoother detail).
 
 Without detail, ``sample.vertices[v] == pose_vertices(mm.vertices(shape_coeffs, exp_coeffs[v]), pose[v])``.
 """
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import SyntheticDataError
 from ..face_model.landmark_layout import BROWS, EYES, MOUTH
+from ..face_model.mediapipe_layout import INNER_LIPS, LEFT_EYE, MEDIAPIPE_LAYOUT, RIGHT_EYE
 from ..face_model.morphable_model import MorphableModel
 from ..fitting.photometric import gaussian_blur
 from ..geometry.camera import IMAGE_SIZE, Pose, normalize_pose, pose_vertices, to_image
@@ -45,6 +50,21 @@ FEATURE_STRENGTH = {"brows": 0.6, "eyes": 0.6, "lips": 0.45}
 # Wavelength (fraction of the face width) of the albedo's smooth variation; number of random waves per field.
 ALBEDO_WAVELENGTH = 0.3
 FIELD_WAVES = 24
+# Painted eyes: sclera, pupil and iris colours (linear RGB), radii and gaze offset std as fractions of the face
+# width (an iris ~11.6 mm and a pupil ~4 mm across on a 150 mm wide face).
+SCLERA_COLOUR = (0.80, 0.76, 0.72)
+PUPIL_COLOUR = (0.03, 0.03, 0.03)
+IRIS_COLOURS = ((0.25, 0.15, 0.08), (0.30, 0.35, 0.45), (0.25, 0.30, 0.18), (0.12, 0.08, 0.05))
+IRIS_BRIGHTNESS = (0.8, 1.2)
+IRIS_RADIUS = 0.039
+PUPIL_RADIUS = 0.013
+GAZE_STD = 0.007
+# Mouth cavity: its colour, and how much larger than the inner-lip contour (about its centre) it is painted.
+MOUTH_CAVITY_COLOUR = (0.12, 0.05, 0.05)
+MOUTH_CAVITY_SCALE = 1.15
+# Eyelid and inner-lip contours in the iBUG layout, for models without MediaPipe's correspondence.
+IBUG_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
+IBUG_INNER_LIPS = tuple(range(60, 68))
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,8 @@ class SampleConfig:
     blur_sigma_px: float = 0.6  # Gaussian blur of the rendered image
     detail_amplitude: float = 0.0  # std of the displacement along normals, model units (0: none)
     detail_wavelength: float = 0.08  # wavelength of that displacement, fraction of the face width
+    painted_eyes: bool = False  # sclera, iris and pupil inside the eyelid contours
+    mouth_cavity: bool = False  # a dark opening behind the lips
 
     def __post_init__(self) -> None:
         if self.views < 1:
@@ -212,6 +234,57 @@ def _detail_offset(
     return torch.from_numpy(heights).float().unsqueeze(1) * normals
 
 
+def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of the (n, 2) points lie inside the closed (k, 2) polygon (even-odd rule)."""
+    x, y = points[:, :1], points[:, 1:2]
+    start, end = polygon, np.roll(polygon, -1, axis=0)
+    crosses = (start[:, 1] <= y) != (end[:, 1] <= y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = start[:, 0] + (y - start[:, 1]) * (end[:, 0] - start[:, 0]) / (end[:, 1] - start[:, 1])
+    return (crosses & (x < x_cross)).sum(axis=1) % 2 == 1
+
+
+def feature_contours(mm: MorphableModel, vertices: torch.Tensor) -> tuple[list[np.ndarray], np.ndarray]:
+    """The eyelid contours (two (k, 3) arrays) and the inner-lip contour (m, 3) of a mesh (n, 3) of ``mm``:
+    MediaPipe's where the model has its correspondence, else the iBUG landmarks'."""
+    dense = mm.dense_landmarks
+    if dense is not None and dense.layout == MEDIAPIPE_LAYOUT:
+        points = dense.points(vertices).numpy()
+        return [points[list(RIGHT_EYE)], points[list(LEFT_EYE)]], points[list(INNER_LIPS)]
+    points = vertices[mm.landmark_indices].numpy()
+    return [points[list(eye)] for eye in IBUG_EYES], points[list(IBUG_INNER_LIPS)]
+
+
+def _paint_eyes(albedo: np.ndarray, neutral: np.ndarray, mm: MorphableModel, rng: np.random.Generator) -> np.ndarray:
+    """Albedo (n, 3) with sclera, iris and pupil painted inside the eyelid contours of the neutral mesh."""
+    width = face_width(mm)
+    eyes, _ = feature_contours(mm, torch.from_numpy(neutral))
+    iris = np.array(IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))]) * rng.uniform(*IRIS_BRIGHTNESS)
+    gaze = rng.normal(0, GAZE_STD * width, 2)
+    painted = albedo.copy()
+    for contour in eyes:
+        inside = inside_polygon(neutral[:, :2], contour[:, :2])
+        radius = np.linalg.norm(neutral[:, :2] - (contour[:, :2].mean(axis=0) + gaze), axis=1)
+        colour = np.where(radius[:, None] < IRIS_RADIUS * width, iris, np.array(SCLERA_COLOUR))
+        colour = np.where(radius[:, None] < PUPIL_RADIUS * width, np.array(PUPIL_COLOUR), colour)
+        painted[inside] = colour[inside]
+    return painted.astype(np.float32)
+
+
+def _mouth_background(background: torch.Tensor, image_vertices: torch.Tensor, mm: MorphableModel) -> torch.Tensor:
+    """The background (H, W, 3) with the mouth opening of one view's image-space mesh (n, 3) painted dark."""
+    _, lips = feature_contours(mm, image_vertices)
+    centre = lips[:, :2].mean(axis=0)
+    contour = centre + (lips[:, :2] - centre) * MOUTH_CAVITY_SCALE
+    height, width = background.shape[:2]
+    rows, cols = np.mgrid[0:height, 0:width]
+    pixels = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float64)
+    inside = torch.from_numpy(inside_polygon(pixels, contour).reshape(height, width))
+    painted = background.clone()
+    painted[inside] = torch.tensor(MOUTH_CAVITY_COLOUR, dtype=background.dtype)
+    return painted
+
+
 # ---------------------------------------------------------------------------------------------- rendering
 
 
@@ -241,13 +314,19 @@ def render_sample(mm: MorphableModel, rng: np.random.Generator, config: SampleCo
         camera = pose_vertices(model_vertices, pose)
         image_vertices = to_image(camera)
 
-        albedo = torch.from_numpy(_albedo(identity.double().numpy(), mm, appearance_rng, config))
+        neutral = identity.double().numpy()
+        albedo = _albedo(neutral, mm, appearance_rng, config)
+        if config.painted_eyes:
+            albedo = _paint_eyes(albedo, neutral, mm, appearance_rng)
+        albedo = torch.from_numpy(albedo)
         sh = _sh_light(appearance_rng, config)
         normals = -vertex_normals(camera, mm.triangles, mm.adjacent_triangles)  # out of the head
         images = []
         for view in range(config.views):
             colours = albedo * sh_shading(normals[view], torch.from_numpy(sh)).clamp(min=0)
             background = _background(appearance_rng, config)
+            if config.mouth_cavity:
+                background = _mouth_background(background, image_vertices[view], mm)
             image = render_colors(image_vertices[view], mm.triangles, colours, IMAGE_SIZE, IMAGE_SIZE, background)
             image = gaussian_blur(image.permute(2, 0, 1).unsqueeze(0), config.blur_sigma_px)[0].permute(1, 2, 0)
             image = image + torch.from_numpy(appearance_rng.normal(0, config.pixel_noise, image.shape)).float()
