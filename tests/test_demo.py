@@ -23,6 +23,7 @@ from models.face_model.morphable_model import MorphableModel
 from models.geometry.camera import to_image
 from models.geometry.mesh_ops import crop_mesh
 from models.geometry.rasterizer import rasterize
+from models.io.landmark_detectors import MediaPipeLandmarks
 from models.networks.checkpoint import save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
 from tools.reference_weights import fill_with_reference_rule
@@ -60,12 +61,13 @@ def copy_photos(source: Path, folder: Path, count: int | None = None) -> Path:
     return folder
 
 
-def check_case(folder: Path, mm: MorphableModel, views: int, method: str) -> dict:
-    """Check every output of a case folder; returns its result.json."""
+def check_case(folder: Path, mm: MorphableModel, views: int, method: str, landmarks: str = "dlib") -> dict:
+    """Check every output of a case folder (landmarks: the backend expected for every view); returns its
+    result.json."""
     expected = {"result.json", *(name.format(i) for name in VIEW_FILES for i in range(views))}
     assert {p.name for p in folder.iterdir()} == expected
     result = json.loads((folder / "result.json").read_text())
-    assert result["method"] == method and result["landmarks"] == "dlib" and len(result["views"]) == views
+    assert result["method"] == method and result["landmarks"] == landmarks and len(result["views"]) == views
     triangles = mm.triangles.numpy()
     mask = mm.face_region_mask_no_nose_hole.numpy()
     for i in range(views):
@@ -87,8 +89,9 @@ def check_case(folder: Path, mm: MorphableModel, views: int, method: str) -> dic
         assert difference[~near].mean() < 3 and np.percentile(difference[~near], 99) < 15
         assert difference[covered].mean() > 20
 
-        landmarks = np.loadtxt(folder / f"landmarks_view{i}.txt")
-        assert landmarks.shape == (68, 2) and ((landmarks > 0) & (landmarks < 256)).all()
+        points = np.loadtxt(folder / f"landmarks_view{i}.txt")
+        assert points.shape == (468 if landmarks == "mediapipe" else 68, 2)
+        assert ((points > 0) & (points < 256)).all()
         view = result["views"][i]
         assert len(view["pose"]["normalised"]) == 6 and view["full_mesh_vertices"] == mm.num_vertices
         assert view["crop_box_padded"][2] - view["crop_box_padded"][0] >= 200
@@ -115,11 +118,42 @@ def test_default_path_on_case0(default_run):
     assert run.status == 0, run.stderr
     assert f"results in {Path('out_dir')}/: case0" in run.stdout
     assert "notes.md: not an image" in run.stderr
-    result = check_case(out / "case0", load_default_model(), 2, "fitting")
-    assert result["model"].startswith("default")
+    result = check_case(out / "case0", load_default_model(), 2, "fitting", landmarks="mediapipe")
+    assert result["model"].startswith("default") and "landmark_fallback" not in result
     assert [Path(v["input"]).name for v in result["views"]] == ["case0_in0.jpg", "case0_in1.jpg"]
+    assert result["details"]["landmark_term"] == "mediapipe468"
     final = result["details"]["stages"][-1]
-    assert max(final["landmark_rms_px"]) < 5.0
+    assert max(final["landmark_rms_px"]) < 3.0
+
+
+def test_dlib_takes_over_where_mediapipe_finds_no_face(examples_dir, tmp_path, monkeypatch):
+    copy_photos(examples_dir / "case1", tmp_path / "in" / "case1")
+    original = MediaPipeLandmarks.landmarks
+
+    def misses_the_second_view(self, image):
+        self.calls = getattr(self, "calls", 0) + 1
+        return None if self.calls == 2 else original(self, image)
+
+    monkeypatch.setattr(MediaPipeLandmarks, "landmarks", misses_the_second_view)
+    run = run_demo("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    assert run.status == 0, run.stderr
+    result = check_case(tmp_path / "out" / "case1", load_default_model(), 2, "fitting")
+    assert result["landmark_fallback"].endswith(
+        "case1_in1.jpg: mediapipe found no face in its crop; dlib's 68 landmarks used for every view"
+    )
+    assert result["details"]["landmark_term"] == "ibug68"
+    assert [v["landmark_source"] for v in result["views"]] == ["dlib", "dlib"]
+
+
+def test_mediapipe_is_refused_for_models_without_a_correspondence(examples_dir, reference_dir, tmp_path):
+    copy_photos(examples_dir / "case0", tmp_path / "in" / "case0")
+    common = ("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--mm-dir", str(reference_dir))
+    run = run_demo(*common, "--landmarks", "mediapipe")
+    _assert_refused(
+        run, "--landmarks mediapipe: the fitting method with this model uses 68 landmarks", tmp_path / "out"
+    )
+    run = run_demo(*common, "--dense-landmarks", str(tmp_path / "none.npz"))
+    _assert_refused(run, "none.npz: dense landmark correspondence file not found", tmp_path / "out")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +211,7 @@ def awkward_run(examples_dir, tmp_path_factory) -> tuple[Run, Path]:
 
 def test_awkward_photos_are_handled(awkward_run):
     run, out = awkward_run
-    result = check_case(out / "mixed", load_default_model(), 2, "fitting")
+    result = check_case(out / "mixed", load_default_model(), 2, "fitting", landmarks="mediapipe")
     assert [v["photo_size"] for v in result["views"]] == [[300, 300], [200, 200]]
 
 
@@ -269,7 +303,8 @@ def test_fan_backend_without_its_package(examples_dir, tmp_path, monkeypatch):
 def test_help_explains_every_flag():
     done = subprocess.run([sys.executable, "demo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0
-    for flag in ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--overwrite"):
+    flags = ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--dense-landmarks")
+    for flag in (*flags, "--overwrite"):
         assert flag in done.stdout
 
 

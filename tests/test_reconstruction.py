@@ -13,7 +13,7 @@ from models.face_model.procedural import synthetic_morphable_model
 from models.fitting.multiview_fit import FitConfig, StageConfig
 from models.networks.checkpoint import save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
-from models.reconstruction import FittingReconstructor, LearnedReconstructor, reconstruct
+from models.reconstruction import FittingReconstructor, LearnedReconstructor, prepare_views, reconstruct
 from tools.reference_weights import fill_with_reference_rule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +26,8 @@ class NoDetector:
     """A detector that must not be asked: every photo comes with its landmarks."""
 
     name = "none"
+    layout = "ibug68"
+    fallback = None
 
     def face_box(self, image):
         raise AssertionError("detection was not expected")
@@ -79,6 +81,57 @@ def test_bad_inputs(fitting):
         reconstruct([np.zeros((300, 300), np.uint8)], fitting, NoDetector(), landmarks=[np.zeros((68, 2))])
     with pytest.raises(InputError, match="2 photos but 1 landmark sets"):
         reconstruct([np.zeros((300, 300, 3), np.uint8)] * 2, fitting, NoDetector(), landmarks=[np.zeros((68, 2))])
+
+
+class CornerLandmarks:
+    """A 68-point stand-in that puts the landmarks on a fixed pattern in the crop's centre."""
+
+    name = "corners"
+    layout = "ibug68"
+    fallback = None
+
+    def face_box(self, image):
+        raise AssertionError("the face box comes from the given landmarks")
+
+    def landmarks(self, image):
+        angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        return 128 + 40 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+class DenseStandIn(CornerLandmarks):
+    name = "dense"
+    layout = "mediapipe468"
+
+    def __init__(self) -> None:
+        self.fallback = CornerLandmarks()
+
+
+def test_views_with_68_and_dense_landmarks_all_get_68(fitting):
+    photos = sorted(CASE.glob("view*.png"))
+    arrays = [np.asarray(Image.open(path).convert("RGB")) for path in photos]
+    sparse = np.loadtxt(photos[0].with_suffix(".txt"))
+    dense = np.random.default_rng(0).uniform(60, 200, (468, 2))
+    views = prepare_views(arrays, DenseStandIn(), landmarks=[sparse, dense])
+    assert [len(view.landmarks) for view in views] == [68, 68]
+    assert [view.landmark_source for view in views] == ["given", "corners"]
+    assert (
+        views[1].landmark_note
+        == "photo 0: its landmarks (given) have 68 points; corners's 68 landmarks used for every view"
+    )
+    with pytest.raises(InputError, match="photo 0: its landmarks .given. have 68 points but other views have dense"):
+        prepare_views(arrays, CornerLandmarksDense(), landmarks=[sparse, dense])
+    # a model without a dense correspondence cannot take dense landmarks
+    plain = FittingReconstructor(synthetic_morphable_model(20, 20), config=QUICK)
+    with pytest.raises(InputError, match="photo 0: 468 landmarks, but the fitting method with this model uses 68"):
+        reconstruct(arrays, plain, NoDetector(), landmarks=[dense, dense])
+    fitted = reconstruct(arrays, fitting, NoDetector(), landmarks=[dense, dense])
+    assert fitted.landmark_backend == "given" and fitted.details["landmark_term"] == "mediapipe468"
+
+
+class CornerLandmarksDense(CornerLandmarks):
+    """A dense detector without a 68-point fallback."""
+
+    layout = "mediapipe468"
 
 
 def test_learned_reconstructor(tmp_path):

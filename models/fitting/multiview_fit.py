@@ -46,6 +46,7 @@ from ..geometry.normals import vertex_normals
 from ..geometry.visibility import backface_visibility
 from ..nrmvs.feature_sampling import sample_at_vertices
 from .dense_landmarks import DenseLandmarkTerm
+from .gauss_newton import gauss_newton_round
 from .ibug_landmarks import IbugLandmarkTerm
 from .landmark_pose import check_landmarks
 from .landmark_term import LandmarkTerm, TermRound
@@ -283,8 +284,12 @@ def _energy(
 
 
 def _run_stage(problem: _Problem, params: FitParameters, stage: StageConfig, config: FitConfig) -> None:
-    """Minimise the stage's energy in place: ``stage.rounds`` L-BFGS runs, each with fixed visibility."""
+    """Minimise the stage's energy in place: ``stage.rounds`` runs, each with fixed visibility (Gauss-Newton for
+    dense landmarks without the photometric term, L-BFGS otherwise)."""
     photometric = stage.photometric_weight > 0
+    if isinstance(problem.landmarks, DenseLandmarkTerm) and not photometric:
+        _run_dense_stage(problem, params, stage, config)
+        return
     stage_images = gaussian_blur(problem.images, stage.blur_sigma) if photometric else None
     variables = params.pose_variables()
     if stage.fit_shape:
@@ -294,6 +299,26 @@ def _run_stage(problem: _Problem, params: FitParameters, stage: StageConfig, con
     for _ in range(stage.rounds):
         setup = _round_setup(problem, params, stage_images)
         minimise(variables, stage.iterations, lambda s=setup: _energy(params, s, problem, stage_images, stage, config))
+
+
+def _run_dense_stage(problem: _Problem, params: FitParameters, stage: StageConfig, config: FitConfig) -> None:
+    """A dense-landmark stage without the photometric term: ``stage.rounds`` Gauss-Newton runs of at most
+    ``stage.iterations`` steps, the points' weights recomputed before each."""
+    term = problem.landmarks
+    for _ in range(stage.rounds):
+        with torch.no_grad():
+            weights = term.weights(params.camera_vertices(problem.region.face))
+        gauss_newton_round(
+            term,
+            params,
+            weights,
+            stage.iterations,
+            stage.fit_shape,
+            stage.fit_expression,
+            config.landmark_weight,
+            config.shape_prior_weight,
+            config.expression_prior_weight,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reports

@@ -254,21 +254,24 @@ def import_face_mesh() -> types.ModuleType:
     """MediaPipe's ``solutions.face_mesh`` module.
 
     Importing it imports ``solutions.drawing_utils``, which imports ``cv2`` and never uses it for the face
-    mesh; without OpenCV an empty stand-in module is registered under that name, so that the 150 MB of
+    mesh; without OpenCV an empty stand-in module is registered under that name for the import only (and
+    removed again, so that other code still sees that OpenCV is absent), so that the 150 MB of
     ``opencv-python`` are not needed.
 
     Raises:
         LandmarkError: MediaPipe (or protobuf, or attrs) is not installed.
     """
-    if "cv2" not in sys.modules and importlib.util.find_spec("cv2") is None:
+    stand_in = "cv2" not in sys.modules and importlib.util.find_spec("cv2") is None
+    if stand_in:
         sys.modules["cv2"] = types.ModuleType("cv2")
     try:
         return importlib.import_module(MEDIAPIPE_MODULE)
     except ImportError as error:
         missing = getattr(error, "name", None) or "mediapipe"
-        raise LandmarkError(
-            f"MediaPipe's face mesh cannot be imported ({missing} is missing): {MEDIAPIPE_INSTALL}"
-        ) from None
+        raise LandmarkError(f"MediaPipe's face mesh needs {missing}: {MEDIAPIPE_INSTALL}") from None
+    finally:
+        if stand_in:
+            del sys.modules["cv2"]
 
 
 def ibug_like_points(mesh: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Landmark backends: dlib on the authors' example photos, the S3FD-equivalent box, and the fan backend's errors."""
+"""Landmark backends: dlib and MediaPipe on the authors' example photos and on generated faces, the S3FD-equivalent
+box, auto's choice, and the errors of missing packages."""
 
 import sys
 import types
@@ -6,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from models.face_model.default_model import load_default_model
 from models.face_model.landmark_layout import NUM_LANDMARKS
+from models.face_model.mediapipe_layout import MEDIAPIPE_LAYOUT, NUM_MEDIAPIPE_POINTS, OUTER_EYE_CORNERS
+from models.geometry.camera import to_image
 from models.io import landmark_detectors as landmarks_module
 from models.io.landmark_detectors import (
     LANDMARK_BOX_RAISE,
@@ -16,10 +21,13 @@ from models.io.landmark_detectors import (
     FaceBox,
     FanLandmarks,
     LandmarkError,
+    MediaPipeLandmarks,
     create_detector,
     detector_box_from_landmarks,
+    landmark_layout,
 )
 from models.io.preprocess import PAD_WIDTH, load_photo, prepare_view, reflect_pad, resize_bilinear
+from models.synthesis.multiview_sample import SampleConfig, render_sample
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +91,82 @@ def test_the_largest_face_is_chosen(dlib_detector, example_photos):
 
 
 def test_unknown_backend():
-    with pytest.raises(LandmarkError, match="unknown landmark backend 'sfd'; choose one of dlib, fan"):
+    with pytest.raises(LandmarkError, match="unknown landmark backend 'sfd'; choose one of auto, mediapipe, dlib, fan"):
         create_detector("sfd")
+
+
+# ---------------------------------------------------------------------------------------------- MediaPipe
+@pytest.fixture(scope="module")
+def mediapipe_detector() -> MediaPipeLandmarks:
+    return MediaPipeLandmarks()
+
+
+@pytest.fixture(scope="module")
+def rendered_face():
+    """A generated face of the default model (painted eyes, mouth cavity), its crop and true point positions."""
+    mm = load_default_model()
+    config = SampleConfig(views=1, yaw_max_deg=20.0, painted_eyes=True, mouth_cavity=True)
+    sample = render_sample(mm, np.random.default_rng(11), config)
+    truth = to_image(mm.dense_landmarks.points(torch.from_numpy(sample.vertices)))[0, :, :2].numpy()
+    return sample.images[0], truth, sample.landmarks[0]
+
+
+def test_mediapipe_finds_its_468_points_on_a_generated_face(mediapipe_detector, rendered_face):
+    image, truth, _ = rendered_face
+    mesh = mediapipe_detector.mesh(image)
+    assert mesh.shape == (NUM_MEDIAPIPE_POINTS, 3)
+    points = mediapipe_detector.landmarks(image)
+    np.testing.assert_array_equal(points, mesh[:, :2])
+    eye = np.linalg.norm(truth[OUTER_EYE_CORNERS[0]] - truth[OUTER_EYE_CORNERS[1]])
+    assert np.linalg.norm(points - truth, axis=1).mean() < 0.1 * eye
+    # The depth: the nose tip is nearer the camera (smaller z) than the outer eye corners.
+    assert mesh[4, 2] < mesh[list(OUTER_EYE_CORNERS), 2].min()
+    # The person's right eye is on the image's left.
+    assert points[OUTER_EYE_CORNERS[0], 0] < points[OUTER_EYE_CORNERS[1], 0]
+    assert mediapipe_detector.mesh(np.full((256, 256, 3), 128, dtype=np.uint8)) is None
+
+
+def test_mediapipe_box_without_dlib_follows_the_s3fd_rule(mediapipe_detector, rendered_face):
+    image, _, ibug = rendered_face
+    padded = reflect_pad(image)
+    box = mediapipe_detector.face_box(padded)  # no box detector: from its own points
+    expected = detector_box_from_landmarks(ibug + PAD_WIDTH)
+    assert abs(box.width - expected.width) < 0.15 * expected.width
+    centre = np.array([(box.left + box.right) / 2, (box.top + box.bottom) / 2])
+    expected_centre = np.array([(expected.left + expected.right) / 2, (expected.top + expected.bottom) / 2])
+    assert np.linalg.norm(centre - expected_centre) < 0.1 * expected.width
+    assert mediapipe_detector.face_box(np.zeros((300, 300, 3), dtype=np.uint8)) is None
+
+
+def test_mediapipe_finds_the_example_photos(mediapipe_detector, example_photos):
+    for photo in example_photos:
+        view = prepare_view(photo, mediapipe_detector)
+        assert view.landmarks.shape == (NUM_MEDIAPIPE_POINTS, 2) and view.landmark_source == "mediapipe"
+        assert ((view.landmarks > 0) & (view.landmarks < 255)).all()
+
+
+def test_missing_mediapipe_gives_an_install_hint(monkeypatch):
+    def missing(name):
+        raise ModuleNotFoundError("No module named 'google.protobuf'", name="google.protobuf")
+
+    monkeypatch.setattr(landmarks_module.importlib, "import_module", missing)
+    with pytest.raises(
+        LandmarkError, match=r"needs google.protobuf: pip install --no-deps -r requirements_mediapipe.txt"
+    ):
+        create_detector("mediapipe")
+    # auto falls back to dlib, with a warning
+    assert isinstance(create_detector("auto", dense_layout=MEDIAPIPE_LAYOUT), DlibLandmarks)
+
+
+def test_auto_picks_mediapipe_for_a_model_that_knows_its_points():
+    detector = create_detector("auto", dense_layout=MEDIAPIPE_LAYOUT)
+    assert isinstance(detector, MediaPipeLandmarks) and detector.layout == MEDIAPIPE_LAYOUT
+    assert isinstance(detector.fallback, DlibLandmarks) and isinstance(detector.box_detector, DlibLandmarks)
+    assert isinstance(create_detector("auto"), DlibLandmarks)
+    assert create_detector("mediapipe").fallback is None
+    assert landmark_layout(68) == "ibug68" and landmark_layout(468) == MEDIAPIPE_LAYOUT
+    with pytest.raises(ValueError, match="expected 68"):
+        landmark_layout(100)
 
 
 def test_fan_without_face_alignment_says_how_to_install_it(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.io.landmark_detectors import FaceBox, detector_box_from_landmarks
+from models.io.landmark_detectors import FaceBox, detector_box_from_landmarks, ibug_like_points
 from models.io.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -33,6 +33,8 @@ class BlobDetector:
     """Stand-in detector: the face is a bright Gaussian blob; its box is half the unpadded width, centred on it."""
 
     name = "blob"
+    layout = "ibug68"
+    fallback = None
 
     def face_box(self, image: np.ndarray) -> FaceBox:
         centre = blob_centre(image)
@@ -46,6 +48,8 @@ class BlobDetector:
 
 class NoDetector:
     name = "none"
+    layout = "ibug68"
+    fallback = None
 
     def face_box(self, image):
         raise AssertionError("detection must be skipped when landmarks are supplied")
@@ -202,14 +206,65 @@ def test_supplied_landmarks_skip_detection(tmp_path):
 
     (tmp_path / "face.txt").unlink()
     np.save(tmp_path / "face.jpg.npy", points[:60])
-    with pytest.raises(InputError, match=r"face\.jpg\.npy: expected 68 finite points of 2 coordinates"):
+    with pytest.raises(InputError, match=r"face\.jpg\.npy: expected 68 \(iBUG\) or 468 \(MediaPipe\) rows"):
         prepare_view(tmp_path / "face.jpg", NoDetector())
+
+
+def test_supplied_dense_landmarks_skip_detection(tmp_path):
+    Image.fromarray(blob_photo(300, 260, (150, 130))).save(tmp_path / "face.jpg")
+    points = np.random.default_rng(6).uniform(80, 220, (468, 2))
+    depth = np.random.default_rng(7).normal(size=(468, 1))
+    np.savetxt(tmp_path / "face.txt", np.concatenate([points, depth], axis=1))  # "x y z" rows: z is dropped
+    view = prepare_view(tmp_path / "face.jpg", NoDetector())
+    assert view.landmark_source == "file" and view.landmarks.shape == (468, 2)
+    assert view.face_box == detector_box_from_landmarks(ibug_like_points(points) + PAD_WIDTH)
+    np.testing.assert_allclose(view.geometry.crop_to_photo(view.landmarks), points, atol=1e-9)
+    np.savetxt(tmp_path / "face.txt", points[:467])
+    with pytest.raises(InputError, match=r"face\.txt: expected 68 \(iBUG\) or 468 \(MediaPipe\) rows"):
+        prepare_view(tmp_path / "face.jpg", NoDetector())
+    np.savetxt(tmp_path / "face.txt", np.full((468, 2), np.nan))
+    with pytest.raises(InputError, match=r"face\.txt: the landmarks must be finite"):
+        prepare_view(tmp_path / "face.jpg", NoDetector())
+
+
+class DenseBlobDetector(BlobDetector):
+    """A dense stand-in that finds no face in the crop (when ``blind``), with the blob detector as its fallback."""
+
+    name = "dense"
+    layout = "mediapipe468"
+
+    def __init__(self, blind: bool, fallback) -> None:
+        self.blind = blind
+        self.fallback = fallback
+
+    def landmarks(self, image):
+        return None if self.blind else np.tile(blob_centre(image), (468, 1))
+
+
+def test_the_fallback_detector_takes_over_where_the_dense_one_finds_no_face(tmp_path, caplog):
+    Image.fromarray(blob_photo(300, 300, (150, 150))).save(tmp_path / "a.png")
+    dense = prepare_view(tmp_path / "a.png", DenseBlobDetector(blind=False, fallback=BlobDetector()))
+    assert dense.landmarks.shape == (468, 2) and dense.landmark_source == "dense" and dense.landmark_note is None
+    with caplog.at_level(logging.INFO, logger="models.io.preprocess"):
+        fallen = prepare_view(tmp_path / "a.png", DenseBlobDetector(blind=True, fallback=BlobDetector()))
+    assert fallen.landmarks.shape == (68, 2) and fallen.landmark_source == "blob"
+    assert fallen.landmark_note == "dense found no face in the crop; blob's 68 landmarks used"
+    assert "a.png: dense found no face in the crop" in caplog.text
+
+    class Blind(BlobDetector):
+        def landmarks(self, image):
+            return None
+
+    with pytest.raises(InputError, match=r"a\.png: no face found by dense or blob in its 256x256 crop"):
+        prepare_view(tmp_path / "a.png", DenseBlobDetector(blind=True, fallback=Blind()))
 
 
 def test_landmark_text_files(tmp_path):
     points = np.arange(136, dtype=np.float64).reshape(68, 2)
     (tmp_path / "a.txt").write_text("\n".join(f"{x}, {y}" for x, y in points))
     np.testing.assert_array_equal(read_landmark_file(tmp_path / "a.txt"), points)
+    np.savetxt(tmp_path / "c.txt", np.ones((468, 2)))
+    assert read_landmark_file(tmp_path / "c.txt").shape == (468, 2)
     (tmp_path / "b.txt").write_text("1 2\nthree 4\n")
     with pytest.raises(InputError, match="b.txt: not a readable landmark file"):
         read_landmark_file(tmp_path / "b.txt")
