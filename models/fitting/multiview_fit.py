@@ -119,10 +119,12 @@ class FitConfig:
     per contour landmark kept as dynamic-landmark candidates within a round. dense_robust_scale: pseudo-Huber
     scale of the dense points' distances, pixels; dense_visibility_ramp: (low, high) camera-z of a point's
     outward normal at which its weight is 0 and 1; dense_contour_weight: weight of the face-outline points
-    (:mod:`models.fitting.dense_landmarks`). num_threads: torch's intra-op CPU threads during the fit, restored
-    afterwards (None: left alone). The fit is thousands of small operations; threaded ones (matrix-vector
-    products, cdist) cost ~100x more with 2 threads than with one on a loaded 2-core machine (measured 6-10 ms
-    vs 50-130 us), so one thread is the default.
+    (:mod:`models.fitting.dense_landmarks`); dense_shape_prior_weight, dense_expression_prior_weight: the
+    priors' weights with dense landmarks (tuned on generated faces, bench/benchmark_fitting.py; a weaker
+    identity prior than with 68 points, as 468 points say more about the face). num_threads: torch's
+    intra-op CPU threads during the fit, restored afterwards (None: left alone). The fit is thousands of small
+    operations; threaded ones (matrix-vector products, cdist) cost ~100x more with 2 threads than with one on a
+    loaded 2-core machine (measured 6-10 ms vs 50-130 us), so one thread is the default.
     """
 
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
@@ -136,12 +138,20 @@ class FitConfig:
     dense_robust_scale: float = 4.0
     dense_visibility_ramp: tuple[float, float] = (0.0, 0.5)
     dense_contour_weight: float = 0.5
+    dense_shape_prior_weight: float = 0.05
+    dense_expression_prior_weight: float = 0.3
     num_threads: int | None = 1
 
     def __post_init__(self) -> None:
         if not self.stages or not self.dense_stages:
             raise ValueError("a fit needs at least one stage")
-        weights = (self.landmark_weight, self.shape_prior_weight, self.expression_prior_weight)
+        weights = (
+            self.landmark_weight,
+            self.shape_prior_weight,
+            self.expression_prior_weight,
+            self.dense_shape_prior_weight,
+            self.dense_expression_prior_weight,
+        )
         if min(weights) < 0 or self.robust_scale <= 0 or self.dense_robust_scale <= 0:
             raise ValueError("weights must be non-negative and the robust scales positive")
         if self.photometric_points < 1 or self.contour_candidates < 1:
@@ -271,7 +281,7 @@ def _energy(
     """Scalar energy of the current parameters for one round (stage_images: blurred images or None)."""
     vertices = params.camera_vertices(setup.face)  # (V, w + p, 3)
     landmark = setup.landmark_round.energy(vertices[:, : setup.landmark_count])
-    energy = config.landmark_weight * landmark + params.prior(config.shape_prior_weight, config.expression_prior_weight)
+    energy = config.landmark_weight * landmark + params.prior(*_prior_weights(problem, config))
     if stage_images is not None:
         points = vertices[:, setup.landmark_count :]  # (V, p, 3)
         colours = sample_at_vertices(
@@ -301,6 +311,13 @@ def _run_stage(problem: _Problem, params: FitParameters, stage: StageConfig, con
         minimise(variables, stage.iterations, lambda s=setup: _energy(params, s, problem, stage_images, stage, config))
 
 
+def _prior_weights(problem: _Problem, config: FitConfig) -> tuple[float, float]:
+    """The shape and expression prior weights of the problem's landmark term."""
+    if isinstance(problem.landmarks, DenseLandmarkTerm):
+        return config.dense_shape_prior_weight, config.dense_expression_prior_weight
+    return config.shape_prior_weight, config.expression_prior_weight
+
+
 def _run_dense_stage(problem: _Problem, params: FitParameters, stage: StageConfig, config: FitConfig) -> None:
     """A dense-landmark stage without the photometric term: ``stage.rounds`` Gauss-Newton runs of at most
     ``stage.iterations`` steps, the points' weights recomputed before each."""
@@ -316,8 +333,7 @@ def _run_dense_stage(problem: _Problem, params: FitParameters, stage: StageConfi
             stage.fit_shape,
             stage.fit_expression,
             config.landmark_weight,
-            config.shape_prior_weight,
-            config.expression_prior_weight,
+            *_prior_weights(problem, config),
         )
 
 
