@@ -235,7 +235,7 @@ def generated_table(first: int, count: int, debias: bool) -> None:
     for size in range(1, GENERATED_VIEWS + 1):
         both = [r for _, s, r in rows if s == size and "b" in r and "c" in r]
         if both:
-            a, b, c, exact = (statistics.mean(r[m]["region"] for r in both) for m in ("a", "b", "b*", "c"))
+            a, b, c, exact = (statistics.mean(r[m]["region"] for r in both) for m in ("a", "b", "c", "b*"))
             print(f"| {size} | {len(both)} | {a:.2f} | {b:.2f} | {c:.2f} | {100 * (c / b - 1):+.0f} % | {exact:.2f} |")
     dense_seconds = [r["c"]["seconds"] for _, s, r in rows if s == 2 and "c" in r]
     if dense_seconds:
@@ -264,7 +264,10 @@ def photos_table(examples: Path) -> None:
     except DFNRMVSError as error:
         print(f"skipped: {error}")
         return
-    print("| case | landmarks | dense fit RMS px | 68-point fit RMS px | shape proxy: mean / 68-point / dense | fit s dense / 68 |")
+    print(
+        "| case | landmarks | dense fit RMS px | 68-point fit RMS px | shape proxy: mean / 68-point / dense "
+        "| fit s dense / 68 |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for case in cases:
         photos = sorted(p for p in case.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -284,11 +287,10 @@ def photos_table(examples: Path) -> None:
         proxy = "-"
         if all(mesh is not None for mesh in meshes):
             zeros = torch.zeros(len(views), mm.shape_std.shape[0])
-            fits = [pose_vertices(mm.vertices(zeros), dense.pose)]
-            fits += [sparse.vertices] if sparse is not None else []
-            fits += [dense.vertices]
-            values = [_photo_proxy(mm, vertices, np.stack(meshes)) for vertices in fits]
-            proxy = " / ".join(f"{v:.4f}" for v in values) if sparse is not None else f"{values[0]:.4f} / - / {values[1]:.4f}"
+            fits = [pose_vertices(mm.vertices(zeros), dense.pose), None if sparse is None else sparse.vertices]
+            fits.append(dense.vertices)
+            values = [None if v is None else _photo_proxy(mm, v, np.stack(meshes)) for v in fits]
+            proxy = " / ".join("-" if v is None else f"{v:.4f}" for v in values)
         sparse_rms = f"{float(sparse.stages[-1].landmark_error.mean()):.2f}" if sparse is not None else "-"
         sparse_seconds = f"{sparse.seconds:.2f}" if sparse is not None else "-"
         print(
@@ -363,9 +365,11 @@ def timing_table(repeats: int) -> None:
     if all(p is not None for p in points):
         dense_points = torch.from_numpy(np.stack(points)).float()
         print(f"| default | {mm.num_vertices:,} | 468 dense | {_time_fits(mm, images, dense_points, repeats)} |")
-    print(f"| default | {mm.num_vertices:,} | 68 | {_time_fits(mm, images, torch.from_numpy(sample.landmarks), repeats)} |")
+    sparse_points = torch.from_numpy(sample.landmarks)
+    print(f"| default | {mm.num_vertices:,} | 68 | {_time_fits(mm, images, sparse_points, repeats)} |")
     grid = synthetic_morphable_model(TIMING_GRID_SIDE, TIMING_GRID_SIDE)
-    print(f"| BFM-size grid | {grid.num_vertices:,} | 68 | {_time_fits(grid, *_grid_inputs(grid), repeats)} |", flush=True)
+    grid_inputs = _grid_inputs(grid)
+    print(f"| BFM-size grid | {grid.num_vertices:,} | 68 | {_time_fits(grid, *grid_inputs, repeats)} |", flush=True)
 
 
 def _load() -> str:
@@ -380,9 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated subset of {', '.join(TABLES)}")
     parser.add_argument("--examples", type=Path, default=SHARED_DIR / "examples", help="folder of caseK photo pairs")
     parser.add_argument("--cases", type=int, default=12, help="generated cases (default 12)")
-    parser.add_argument("--first-case", type=int, default=12, help="seed of the first generated case (default 12; "
-                        "seeds 0-11 were used for tuning)")
-    parser.add_argument("--debias", action="store_true", help="also fit MediaPipe's points with its render bias removed")
+    parser.add_argument(
+        "--first-case", type=int, default=12, help="seed of the first generated case (default 12; 0-11 tuned the fit)"
+    )
+    parser.add_argument("--debias", action="store_true", help="also fit MediaPipe's points less its render bias")
     parser.add_argument("--repeats", type=int, default=3, help="timed fits after a warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads outside the fit (default 2)")
     args = parser.parse_args(argv)
