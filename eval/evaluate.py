@@ -50,6 +50,7 @@ from eval.input_files import read_landmarks, read_vertex_indices
 from eval.metrics import cumulative_curve, same_topology_errors, scan_to_mesh_errors, summarize
 from models.errors import DFNRMVSError
 from models.io.mesh_io import TriangleMesh, read_obj
+from models.io.staging import staged_file
 
 PER_CASE_CSV = "per_case.csv"
 SUMMARY_MARKDOWN = "summary.md"
@@ -267,14 +268,18 @@ def run(args: argparse.Namespace) -> str:
             ground_truth = read_obj(view_case.mesh, require_faces=False)
             label = path.relative_to(args.pred).as_posix()
             rows.extend(evaluate_prediction(view_case, ground_truth, path, label, args))
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvaluationError(f"{args.out}: cannot create the output folder ({exc.strerror or exc})") from None
-    write_per_case_csv(rows, args.out / PER_CASE_CSV)
+    if args.out.exists() and not args.out.is_dir():
+        raise EvaluationError(f"{args.out}: --out exists and is not a folder")
     table = summary_markdown(rows)
-    (args.out / SUMMARY_MARKDOWN).write_text(table, encoding="utf-8")
-    plot_cumulative_errors(rows, args.out / CURVE_PNG, args.curve_max_mm)
+    # The three outputs appear together or not at all (e.g. on a full disk).
+    with (
+        staged_file(args.out / PER_CASE_CSV, replace=True) as csv_path,
+        staged_file(args.out / SUMMARY_MARKDOWN, replace=True) as markdown_path,
+        staged_file(args.out / CURVE_PNG, replace=True) as curve_path,
+    ):
+        write_per_case_csv(rows, csv_path)
+        markdown_path.write_text(table, encoding="utf-8")
+        plot_cumulative_errors(rows, curve_path, args.curve_max_mm)
     return table
 
 

@@ -89,6 +89,8 @@ def _field(values: dict, path: Path, key: str, rows: int | None = None, cols: in
     ):
         expected = f"({'any' if rows is None else rows}, {'any' if cols is None else cols})"
         raise _error(path, f"key '{key}' has shape {value.shape}, expected {expected}")
+    if np.issubdtype(value.dtype, np.number) and not np.isfinite(value).all():
+        raise _error(path, f"key '{key}' holds NaN or infinite values")
     return value
 
 
@@ -106,6 +108,8 @@ def _read_exp_pca(path: Path, num_values: int) -> tuple[np.ndarray, int]:
             f"{num_values // 3} vertices (is it the Exp_Pca.bin of this model?)",
         )
     body = np.frombuffer(raw, dtype="<f4", count=num_values * (1 + exp_dim), offset=EXP_PCA_HEADER_BYTES)
+    if not np.isfinite(body).all():
+        raise _error(path, "holds NaN or infinite values")
     basis = body[num_values:].reshape(exp_dim, num_values).T.astype(np.float32)
     return basis, exp_dim
 
@@ -119,6 +123,8 @@ def _read_exp_std(path: Path, exp_dim: int) -> np.ndarray:
     values = values.reshape(-1)
     if values.shape[0] != exp_dim:
         raise _error(path, f"holds {values.shape[0]} values, expected {exp_dim} (exp_dim of Exp_Pca.bin)")
+    if not np.isfinite(values).all() or (values <= 0).any():
+        raise _error(path, "standard deviations must be finite and positive")
     return values.astype(np.float32)
 
 

@@ -349,3 +349,20 @@ def test_per_view_ground_truth_and_similarity_only(tmp_path, capsys):
     assert evaluate_main([*args, "--gt-mesh", "mesh_view0.obj", "--similarity-only"]) == 0
     rows = (tmp_path / "out" / "per_case.csv").read_text().splitlines()[1:]
     assert float(rows[1].split(",")[5]) > 1.0
+
+
+def test_a_full_disk_leaves_no_partial_report(
+    two_cases: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    pred, gt = two_cases
+    out = tmp_path / "report"
+
+    def disk_full(rows, path, curve_max_mm):
+        path.write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("eval.evaluate.plot_cumulative_errors", disk_full)
+    assert main(["--pred", str(pred), "--gt", str(gt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write it (No space left on device)" in err, err
+    assert not out.exists()  # neither the csv, the markdown nor the folder it created is left
