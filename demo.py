@@ -317,7 +317,7 @@ def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> Cas
     start = time.perf_counter()
     try:
         return process_case(case, target, setup.reconstructor, setup.detector, overwrite)
-    except (InputError, OutputError) as error:
+    except DFNRMVSError as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others
         log.debug("%s failed", case.name, exc_info=True)

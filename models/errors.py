@@ -38,6 +38,10 @@ class OutputError(DFNRMVSError, RuntimeError):
     """An output folder or file cannot be written (it exists, or is not a folder)."""
 
 
+class ReconstructionError(DFNRMVSError, RuntimeError):
+    """A reconstruction gave unusable numbers (non-finite vertices or poses); nothing is written."""
+
+
 class MeshFileError(DFNRMVSError, ValueError):
     """A mesh, landmark or vertex-index file is missing or unreadable."""
 

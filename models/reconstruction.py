@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, ReconstructionError
 from .face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
 from .face_model.morphable_model import MorphableModel
 from .fitting.multiview_fit import FitConfig, fit_multiview
@@ -258,6 +258,7 @@ def reconstruct(
     Raises:
         InputError: unreadable photo, no face found, too few views for the method.
         LandmarkError: the detector backend cannot be used.
+        ReconstructionError: the method gave non-finite vertices or poses.
     """
     if len(photos) == 0:
         raise InputError("no photos given")
@@ -276,6 +277,12 @@ def reconstruct(
     if name is None:
         first = views[0].path
         name = first.resolve().parent.name if first is not None else "case"
+    finite = [np.isfinite(value).all() for value in (output.vertices, output.poses) if value is not None]
+    if not all(finite):
+        raise ReconstructionError(
+            f"{name}: the {reconstructor.method} gave non-finite vertices or poses (is the model "
+            f"{reconstructor.model_name} sound?); nothing was written"
+        )
     model = reconstructor.model
     return Reconstruction(
         name=name,
