@@ -32,6 +32,12 @@ UV_V_SHIFT = 0.11
 UV_U_STRETCH = (12.0, 11.0)
 UV_V_STRETCH = (4.0, 3.0)
 
+# What a missing face3d file tells the user: the converter that writes every Out/ file (README, 'Licensed assets').
+MISSING_FILE_HINT = (
+    "file not found (build the face3d files from the BFM downloads with "
+    "`python -m tools.prepare_bfm --raw RAW --out DIR`; see README, 'Licensed assets')"
+)
+
 
 @dataclass
 class Face3dArrays:
@@ -60,7 +66,7 @@ def _error(path: Path, problem: str) -> MorphableModelError:
 
 def _require_file(path: Path) -> None:
     if not path.is_file():
-        raise _error(path, "file not found (see README, 'Licensed assets', for how to obtain it)")
+        raise _error(path, MISSING_FILE_HINT)
 
 
 def _load_struct(path: Path, struct: str) -> dict:
@@ -129,9 +135,8 @@ def _read_exp_std(path: Path, exp_dim: int) -> np.ndarray:
 
 
 def read_face3d_dir(base_dir: Path) -> Face3dArrays:
-    """Read and validate every file of ``base_dir/Out``."""
-    if not base_dir.is_dir():
-        raise _error(base_dir, "3DMM base directory not found")
+    """Read and validate every file of ``base_dir/Out`` (a missing ``base_dir`` is reported as its missing
+    ``Out/BFM.mat``, the first file read)."""
     return read_face3d_out(base_dir / "Out")
 
 

@@ -293,8 +293,9 @@ class MorphableModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "MorphableModel":
-        """Load either form: an ``.npz`` file, or a face3d base directory containing ``Out/``."""
+        """Load either form: an ``.npz`` file, or a face3d base directory containing ``Out/`` (a path that does
+        not exist and has no suffix is taken for the latter, so that the error names its missing ``Out/BFM.mat``)."""
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() or (not path.exists() and not path.suffix):
             return cls.from_face3d_dir(path)
         return cls.from_npz(path)

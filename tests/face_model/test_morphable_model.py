@@ -158,8 +158,12 @@ def test_npz_errors(tmp_path, tiny_dir):
     np.savez(tmp_path / "partial.npz", mean_shape=np.zeros(9, np.float32))
     with pytest.raises(MorphableModelError, match="missing key"):
         MorphableModel.from_npz(tmp_path / "partial.npz")
-    with pytest.raises(MorphableModelError, match="3DMM base directory not found"):
+    hint = r"file not found \(build the face3d files .*`python -m tools\.prepare_bfm"
+    with pytest.raises(MorphableModelError, match=r"nowhere/Out/BFM\.mat: " + hint):
         MorphableModel.from_face3d_dir(tmp_path / "nowhere")
+    # --mm-dir of a folder that does not exist yet (the README's external/face3d/examples/Data/BFM) says the same
+    with pytest.raises(MorphableModelError, match=r"Data/BFM/Out/BFM\.mat: " + hint):
+        MorphableModel.load(tmp_path / "Data" / "BFM")
 
 
 def test_to_device_keeps_values(tiny_dir):
