@@ -12,6 +12,7 @@ Ground truth (--gt), either a folder with one sub-folder per case (file names se
                                          predictions by view number (e.g. gt_view{view}.obj)
     GT_DIR/<case>/gt_landmarks7.txt      7 rows "x y z" (also .npy or MeshLab .pp); scan protocol
 or a text file with one line "<case> <mesh.obj> [<landmarks>]" per case, paths relative to it.
+Sub-folders without the ground-truth mesh (photo-only cases, e.g. examples/astronaut) are not cases.
 Every ground-truth case needs at least one prediction.
 
 Protocols (--protocol; auto picks "vertex" when a prediction has exactly the ground truth's
@@ -86,14 +87,21 @@ class ResultRow(NamedTuple):
     errors: np.ndarray
 
 
+def _holds_ground_truth(folder: Path, mesh_name: str) -> bool:
+    """True when ``folder`` holds its ground-truth mesh (any view's, for a ``{view}`` name)."""
+    if VIEW_PLACEHOLDER in mesh_name:
+        return any(folder.glob(mesh_name.replace(VIEW_PLACEHOLDER, "*")))
+    return (folder / mesh_name).exists()
+
+
 def _cases_from_folder(folder: Path, mesh_name: str, landmarks_name: str) -> list[GroundTruthCase]:
     cases = [
         GroundTruthCase(sub.name, sub / mesh_name, sub / landmarks_name)
         for sub in sorted(folder.iterdir())
-        if sub.is_dir()
+        if sub.is_dir() and _holds_ground_truth(sub, mesh_name)
     ]
     if not cases:
-        raise EvaluationError(f"{folder}: no case sub-folders in the ground-truth folder")
+        raise EvaluationError(f"{folder}: no case sub-folder holds a ground-truth mesh {mesh_name}")
     return cases
 
 
