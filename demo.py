@@ -16,6 +16,7 @@ nothing could run (bad arguments, missing model, checkpoint or input, existing o
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -33,6 +34,7 @@ from models.face_model.morphable_model import MorphableModel
 from models.io.case_outputs import check_target
 from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_detector
 from models.io.preprocess import IMAGE_SUFFIXES, LANDMARK_SUFFIXES, first_line
+from models.io.staging import terminate_on_sigterm
 from models.reconstruction import FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
 
 # ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
@@ -44,7 +46,8 @@ LANDMARK_BACKEND = "auto"  # "auto" (MediaPipe, dlib where it finds no face), "m
 DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
 # -------------------------------------------------------------------------------------------------------
 
-# The learned network compares views; the fitting also runs on one view (landmarks and priors only).
+# Exit status after Ctrl-C (128 + SIGINT's number), as shells report it.
+INTERRUPTED_EXIT_STATUS = 130
 LEARNED_MIN_VIEWS = 2
 
 log = logging.getLogger("demo")
@@ -77,12 +80,17 @@ def _natural_key(path: Path) -> list:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The images directly in ``folder`` (natural name order); other files are skipped with a warning."""
+    """The images directly in ``folder`` (natural name order); other files are skipped with a warning.
+
+    Only regular files count: a named pipe or device called ``x.jpg`` would block the read.
+    """
     images = []
     for path in sorted(folder.iterdir(), key=_natural_key):
         if path.is_dir() or path.name.startswith("."):
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            log.warning("skipping %s: not a regular file", path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
             images.append(path)
         elif not (path.suffix.lower() in LANDMARK_SUFFIXES and _is_landmark_companion(path)):
             log.warning("skipping %s: not an image (%s)", path, ", ".join(IMAGE_SUFFIXES))
@@ -97,24 +105,71 @@ def _is_landmark_companion(path: Path) -> bool:
     return any(p.stem == owner.name and p.suffix.lower() in IMAGE_SUFFIXES for p in path.parent.iterdir())
 
 
-def find_cases(input_dir: Path) -> list[Case]:
-    """One case for a folder of images, else one case per subfolder holding images (others are skipped)."""
-    if not input_dir.is_dir():
-        raise DemoError(f"input folder {input_dir} not found")
-    images = list_images(input_dir)
+def _case_folders(input_dir: Path) -> list[Path]:
+    return [f for f in sorted(input_dir.iterdir(), key=_natural_key) if f.is_dir() and not f.name.startswith(".")]
+
+
+def find_cases(input_path: Path) -> list[Case]:
+    """The cases of ``--input``: one photo (one view), a folder of photos (one case), or a folder of case
+    folders (one case each; folders without photos are skipped with a warning).
+
+    Raises:
+        DemoError: the input does not exist, holds nothing to reconstruct, or mixes photos and case folders.
+    """
+    if input_path.is_file():
+        if input_path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DemoError(f"--input {input_path}: not a photo ({', '.join(IMAGE_SUFFIXES)}) nor a folder of photos")
+        return [Case(input_path.stem, input_path.parent, [input_path])]
+    if not input_path.is_dir():
+        raise DemoError(f"--input {input_path}: no such photo or folder")
+    images = list_images(input_path)
+    with_photos = [folder for folder in _case_folders(input_path) if list_images(folder)]
+    if images and with_photos:
+        raise DemoError(
+            f"--input {input_path} mixes photos ({images[0].name}, ...) and case folders ({with_photos[0].name}, ...): "
+            "put each case's photos in its own folder"
+        )
     if images:
-        return [Case(input_dir.resolve().name, input_dir, images)]
+        return [Case(input_path.resolve().name, input_path, images)]
     cases = []
-    for folder in sorted(input_dir.iterdir(), key=_natural_key):
-        if folder.is_dir() and not folder.name.startswith("."):
-            folder_images = list_images(folder)
-            if folder_images:
-                cases.append(Case(folder.name, folder, folder_images))
-            else:
-                log.warning("skipping %s: no images in it", folder)
+    for folder in _case_folders(input_path):
+        if folder in with_photos:
+            cases.append(Case(folder.name, folder, list_images(folder)))
+        else:
+            log.warning("skipping %s: no images in it", folder)
     if not cases:
-        raise DemoError(f"input folder {input_dir} holds no images (nor subfolders of images, one per case)")
+        raise DemoError(f"--input {input_path} holds no images (nor subfolders of images, one per case)")
     return cases
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_output(output: Path, input_path: Path, targets: Sequence[tuple["Case", Path]]) -> None:
+    """Refuse, before any work, an ``--output`` that cannot hold folders or that would hold an input.
+
+    Raises:
+        DemoError: ``--output`` (or a folder above it) is a file or not writable; it equals or contains
+            ``--input``; or a case's output folder is, or contains, one of its photos or its input folder.
+    """
+    existing = next(p for p in (output, *output.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise DemoError(f"--output {output}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise DemoError(f"--output {output}: {existing} is not writable")
+    if _inside(input_path, output):
+        raise DemoError(
+            f"--output {output} would hold its input photos ({input_path}); choose an --output outside the input"
+        )
+    for case, target in targets:
+        if _inside(case.folder, target) or any(_inside(image, target) for image in case.images):
+            raise DemoError(
+                f"--output {output}: the output folder of case {case.name}, {target}, would hold its input "
+                f"photos ({case.folder}); choose an --output outside the input"
+            )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -215,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
         "dense_landmark_vertices, dense_landmark_barycentrics, as models/face_model/dense_landmarks.py writes "
         "them), so that the fitting uses dense landmarks with that model",
     )
-    add("--overwrite", action="store_true", help="replace case output folders that already exist")
+    add(
+        "--overwrite",
+        action="store_true",
+        help="write into existing case output folders (their earlier demo files are replaced, other files kept)",
+    )
     add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
     return parser
 
@@ -258,6 +317,7 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
             raise
         raise DemoError(f"{error}; `python -m tools.make_examples` writes the example cases there") from None
     targets = [(case, Path(args.output) / case.name) for case in cases]
+    check_output(Path(args.output), Path(args.input), targets)
     problems = []
     for case, target in targets:
         try:
@@ -281,7 +341,7 @@ def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> Cas
     start = time.perf_counter()
     try:
         return process_case(case, target, setup.reconstructor, setup.detector, overwrite)
-    except (InputError, OutputError) as error:
+    except DFNRMVSError as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others
         log.debug("%s failed", case.name, exc_info=True)
@@ -295,6 +355,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint is not None and args.mm_dir is None:
         parser.error("--checkpoint needs --mm-dir: the 3DMM the checkpoint was trained with")
     _configure_logging(args.verbose)
+    try:
+        with terminate_on_sigterm():
+            return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted: the case being written was discarded; finished cases are kept", file=sys.stderr)
+        return INTERRUPTED_EXIT_STATUS
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Set up, then every case; the exit status of :func:`main`."""
     start = time.perf_counter()
     try:
         setup = set_up(args)

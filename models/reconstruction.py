@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, ReconstructionError
 from .face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
 from .face_model.dense_landmarks import DenseLandmarks
 from .face_model.landmark_layout import NUM_LANDMARKS
@@ -320,6 +320,7 @@ def reconstruct(
         InputError: unreadable photo, no face found, too few views for the method, dense landmarks for a
             method that cannot fit them.
         LandmarkError: the detector backend cannot be used.
+        ReconstructionError: the method gave non-finite vertices or poses.
     """
     if len(photos) == 0:
         raise InputError("no photos given")
@@ -344,6 +345,12 @@ def reconstruct(
     if name is None:
         first = views[0].path
         name = first.resolve().parent.name if first is not None else "case"
+    finite = [np.isfinite(value).all() for value in (output.vertices, output.poses) if value is not None]
+    if not all(finite):
+        raise ReconstructionError(
+            f"{name}: the {reconstructor.method} gave non-finite vertices or poses (is the model "
+            f"{reconstructor.model_name} sound?); nothing was written"
+        )
     model = reconstructor.model
     return Reconstruction(
         name=name,

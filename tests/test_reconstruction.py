@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import models
-from models.errors import InputError, OutputError
+from models.errors import InputError, OutputError, ReconstructionError
 from models.face_model.procedural import synthetic_morphable_model
 from models.fitting.multiview_fit import FitConfig, StageConfig
 from models.networks.checkpoint import save_state_dict
@@ -153,3 +153,20 @@ def test_package_exports_the_api():
     assert models.reconstruct is reconstruct
     default = models.load_default_model()
     assert isinstance(default, models.MorphableModel) and default.num_vertices > 1000
+
+
+def test_non_finite_results_are_never_written(fitting, tmp_path):
+    """A method that ends with NaN (a numerical blow-up) fails the case instead of writing NaN meshes."""
+
+    class BlowingUp:
+        method, min_views, checkpoint, model_name = "fitting", 1, None, "default"
+        model, device = fitting.model, fitting.device
+
+        def run(self, inputs):
+            output = fitting.run(inputs)
+            vertices = output.vertices.copy()
+            vertices[0, 5, 1] = np.nan
+            return output._replace(vertices=vertices)
+
+    with pytest.raises(ReconstructionError, match="non-finite vertices or poses"):
+        reconstruct(sorted(CASE.glob("view*.png")), BlowingUp(), NoDetector())
