@@ -151,6 +151,24 @@ def test_dlib_takes_over_where_mediapipe_finds_no_face(examples_dir, tmp_path, m
     assert [v["landmark_source"] for v in result["views"]] == ["dlib", "dlib"]
 
 
+def test_photo_txt_with_468_points_is_fitted_as_dense_landmarks(tmp_path):
+    """A generated case whose landmark files hold the true 468 MediaPipe points: no detector runs, the dense term
+    fits them (to ~2 px: the case was made with an earlier mean and has detail the bases cannot express)."""
+    case = _generated_case(tmp_path / "in" / "case2")
+    mm = load_default_model()
+    truth = np.load(REPO_ROOT / "examples" / "case2" / "ground_truth" / "sample.npz")["vertices"]
+    points = to_image(mm.dense_landmarks.points(torch.from_numpy(truth).double()))[..., :2].numpy()  # (2, 468, 2)
+    for view, view_points in enumerate(points):
+        np.savetxt(case / f"view{view}.txt", view_points)
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"))
+    assert run.status == 0, run.stderr
+    result = json.loads((tmp_path / "out" / "case2" / "result.json").read_text())
+    assert result["details"]["landmark_term"] == "mediapipe468" and "landmark_fallback" not in result
+    assert [v["landmark_source"] for v in result["views"]] == ["file", "file"]
+    assert max(result["details"]["stages"][-1]["landmark_rms_px"]) < 2.5
+    assert np.loadtxt(tmp_path / "out" / "case2" / "landmarks_view1.txt").shape == (468, 2)
+
+
 def test_mediapipe_is_refused_for_models_without_a_correspondence(examples_dir, reference_dir, tmp_path):
     copy_photos(examples_dir / "case0", tmp_path / "in" / "case0")
     common = ("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--mm-dir", str(reference_dir))
