@@ -230,13 +230,20 @@ def generated_table(first: int, count: int, debias: bool) -> None:
                 print(f"| {name} | {size} | {len(values)} | {region} | {points} |")
     print()
     print("Same sets only (where dlib and MediaPipe found every view):")
-    print("| views | sets | (a) | (b) dlib | (c) dense | (c) vs (b) | (b*) true 68 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| views | sets | (a) | (b) dlib | (c) dense | (c) vs (b) | (c) debiased | debiased vs (b) | (b*) true 68 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for size in range(1, GENERATED_VIEWS + 1):
-        both = [r for _, s, r in rows if s == size and "b" in r and "c" in r]
+        both = [r for _, s, r in rows if s == size and "b" in r and "c" in r and (not debias or "c debiased" in r)]
         if both:
             a, b, c, exact = (statistics.mean(r[m]["region"] for r in both) for m in ("a", "b", "c", "b*"))
-            print(f"| {size} | {len(both)} | {a:.2f} | {b:.2f} | {c:.2f} | {100 * (c / b - 1):+.0f} % | {exact:.2f} |")
+            debiased = "- | -"
+            if debias:
+                d = statistics.mean(r["c debiased"]["region"] for r in both)
+                debiased = f"{d:.2f} | {100 * (d / b - 1):+.0f} %"
+            print(
+                f"| {size} | {len(both)} | {a:.2f} | {b:.2f} | {c:.2f} | {100 * (c / b - 1):+.0f} % | {debiased} "
+                f"| {exact:.2f} |"
+            )
     dense_seconds = [r["c"]["seconds"] for _, s, r in rows if s == 2 and "c" in r]
     if dense_seconds:
         print(f"\ndense 2-view fit: median {statistics.median(dense_seconds):.2f} s (load average {_load()})")
