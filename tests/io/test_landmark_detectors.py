@@ -1,6 +1,7 @@
 """Landmark backends: dlib and MediaPipe on the authors' example photos and on generated faces, the S3FD-equivalent
 box, auto's choice, and the errors of missing packages."""
 
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -143,6 +144,22 @@ def test_mediapipe_finds_the_example_photos(mediapipe_detector, example_photos):
         view = prepare_view(photo, mediapipe_detector)
         assert view.landmarks.shape == (NUM_MEDIAPIPE_POINTS, 2) and view.landmark_source == "mediapipe"
         assert ((view.landmarks > 0) & (view.landmarks < 255)).all()
+
+
+def test_mediapipe_import_leaves_no_stand_in_behind():
+    """The drawing-only modules are stood in for during the import only: afterwards neither is left in
+    sys.modules, and pyplot imports for real."""
+    code = (
+        "import sys\n"
+        "from models.io.landmark_detectors import import_face_mesh\n"
+        "import_face_mesh()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules and 'cv2' not in sys.modules\n"
+        "import matplotlib.pyplot as plt\n"
+        "assert callable(plt.figure)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
 
 
 def test_missing_mediapipe_gives_an_install_hint(monkeypatch):
