@@ -1,4 +1,4 @@
-"""Weights-free multi-view face fitting: DFNRMVS's parameterisation and energy, minimised by L-BFGS.
+"""Weights-free multi-view face fitting: DFNRMVS's parameterisation and energy, minimised by analysis by synthesis.
 
 Bai et al., "Deep Facial Non-Rigid Multi-View Stereo" (CVPR 2020), reconstruct a face from V views with
 one identity (80 normalised shape coefficients shared by all views), one expression per view (64
@@ -19,7 +19,8 @@ energy plus a landmark term with learnt step sizes and learnt features. Without 
 
 The pose starts from a closed-form weak-perspective fit to the landmarks off the face outline
 (:func:`~models.fitting.landmark_pose.affine_pose`). Stages (:class:`StageConfig`) run L-BFGS
-(:mod:`models.fitting.lbfgs`); before each round the visibility, the landmark term's weights or candidates and
+(:mod:`models.fitting.lbfgs`), or Levenberg-Marquardt for the dense stages without the photometric term
+(:mod:`models.fitting.gauss_newton`); before each round the visibility, the landmark term's weights or candidates and
 the shading are recomputed and held fixed. Only the points the energy reads are computed while optimising (the
 landmark term's points and a subsample of the face region); visibility and normals are computed on the
 face-region sub-mesh (:mod:`models.fitting.region_mesh`), which gives the same result as on the whole mesh there.
