@@ -16,7 +16,7 @@ Tables (not a test: the numbers depend on the machine and its load):
 2. ``photos``: the textured mesh rendered back into each crop, mean absolute colour error over the face
    region (colour units of [0, 1]), on the project's generated examples/ (their landmark files) and the
    authors' photos in ../shared/examples (dlib landmarks), reconstructed by the default weights-free fit;
-   skipped where missing.
+   skipped where missing. Also the share of the chart's texels some view sees, and wall seconds.
 """
 
 import argparse
@@ -119,7 +119,8 @@ def timing_table(size: int, repeats: int) -> None:
 
 
 def photos_table(size: int) -> None:
-    print(f"## 2. Textured mesh rendered back into each crop, face region (texture {size}x{size})")
+    print(f"## 2. Textured mesh rendered back into each crop, face region (texture {size}x{size}, one thread)")
+    torch.set_num_threads(1)
     try:
         from models.errors import DFNRMVSError
         from models.io.landmark_detectors import create_detector

@@ -104,19 +104,21 @@ def write_obj(
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64) + 1
-    lines = [] if material is None else [f"mtllib {material.library}"]
-    lines += [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in vertices]
+    # One %-format over all values of a record kind: several times faster than a formatted string per line.
+    parts = [] if material is None else [f"mtllib {material.library}\n"]
+    parts.append(("v %.9g %.9g %.9g\n" * len(vertices)) % tuple(vertices.ravel().tolist()))
     if texture_coords is None:
-        face_lines = [f"f {a} {b} {c}" for a, b, c in faces]
+        face_record = "f %d %d %d\n"
     else:
         uv = np.asarray(texture_coords, dtype=np.float64)
         if uv.shape != (vertices.shape[0], 2):
             raise ValueError(f"texture_coords must have shape ({vertices.shape[0]}, 2), got {uv.shape}")
-        lines += [f"vt {u:.7g} {v:.7g}" for u, v in uv]
-        face_lines = [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in faces]
+        parts.append(("vt %.7g %.7g\n" * len(uv)) % tuple(uv.ravel().tolist()))
+        face_record, faces = "f %d/%d %d/%d %d/%d\n", np.repeat(faces, 2, axis=1)
     if material is not None:
-        lines.append(f"usemtl {material.name}")
-    Path(path).write_text("\n".join(lines + face_lines) + "\n", encoding="utf-8")
+        parts.append(f"usemtl {material.name}\n")
+    parts.append((face_record * len(faces)) % tuple(faces.ravel().tolist()))
+    Path(path).write_text("".join(parts), encoding="utf-8")
 
 
 def write_mtl(path: str | Path, textures: Mapping[str, str]) -> None:

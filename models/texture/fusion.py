@@ -7,8 +7,9 @@ edges, and a z-buffer visibility test (:mod:`models.texture.view_sampling`); the
 mean. Texels no view sees well, and the margin around the chart, are filled by push-pull
 (:mod:`models.texture.hole_filling`), which also pads the chart's border so that lookups there stay clean.
 
-With ``albedo``, each view's colours are also divided by a grey spherical-harmonics shading fitted to that
-view (:mod:`models.texture.delighting`) and fused the same way: an albedo estimate beside the plain texture.
+With ``albedo``, each view's colours are also divided by its grey spherical-harmonics shading, fitted so that
+the views agree on the albedo (:mod:`models.texture.delighting`), and fused the same way: an albedo
+estimate beside the plain texture.
 
 Cost: the chart is rasterised once per model and texture size (cached); per case, one z-buffer per view at
 crop resolution, then a few passes over the chart's texels (about 0.8 million at 1024 x 1024).
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 from ..geometry.camera import to_image
 from ..geometry.normals import vertex_normals
 from .delighting import fit_view_lighting, grey_shading
-from .hole_filling import push_pull
+from .hole_filling import push_pull_weighted
 from .uv_chart import UVChart, cached_chart, texture_coordinates
-from .view_sampling import NUM_CHANNELS, sample_view, vertex_channels, view_maps
+from .view_sampling import NUM_CHANNELS, ViewMaps, sample_view, vertex_channels, view_maps
 
 DEFAULT_TEXTURE_SIZE = 1024
 # Texture sizes accepted (texels per side).
@@ -54,8 +55,8 @@ class FusedTexture(NamedTuple):
     texture_uv: (n, 2) float32 the texture coordinates of the vertices (v up; the model's UVs fitted into
     the square, :func:`~models.texture.uv_chart.texture_coordinates`). chart: the texels of the chart.
     seen: (S, S) bool, texels some view colours (the rest is filled). vertex_colours: (n, 3) the texture at
-    the vertices; vertex_albedo: the albedo there, or None. lighting: (V, 9) each view's grey SH light,
-    or None. view_shares: (V,) each view's share of all texel weights.
+    the vertices (:func:`sample_texture`). lighting: (V, 9) each view's grey SH light (face3d's basis of
+    camera-space normals), or None. view_shares: (V,) each view's share of all texel weights.
     """
 
     texture: torch.Tensor
@@ -64,7 +65,6 @@ class FusedTexture(NamedTuple):
     chart: UVChart
     seen: torch.Tensor
     vertex_colours: torch.Tensor
-    vertex_albedo: torch.Tensor | None
     lighting: torch.Tensor | None
     view_shares: torch.Tensor
 
@@ -87,11 +87,41 @@ def _dense(values: torch.Tensor, chart: UVChart) -> torch.Tensor:
 
 def _finish(totals: torch.Tensor, weight: torch.Tensor, chart: UVChart) -> torch.Tensor:
     """Weighted colour sums (C, K) and summed weights (K,) -> filled (S, S, C) texture(s) in [0, 1]."""
-    mean = totals / weight.clamp(min=torch.finfo(weight.dtype).tiny)
     confidence = (weight / FULL_CONFIDENCE_WEIGHT).clamp(max=1.0)
-    dense = _dense(torch.cat([mean, confidence[None]]), chart)
-    filled = push_pull(dense[:-1], dense[-1])
+    # colour x confidence = totals x confidence / weight, the premultiplied colour push-pull starts from
+    premultiplied = totals * (confidence / weight.clamp(min=torch.finfo(weight.dtype).tiny))
+    filled = push_pull_weighted(_dense(premultiplied, chart), _dense(confidence[None], chart))
     return filled.clamp_(0.0, 1.0).permute(1, 2, 0)
+
+
+def _prepare_views(
+    vertices: torch.Tensor,
+    triangles: torch.Tensor,
+    images: torch.Tensor,
+    albedo: bool,
+    region_mask: torch.Tensor | None,
+) -> tuple[list[ViewMaps], list[torch.Tensor], torch.Tensor | None]:
+    """Per view, its lookups (:func:`view_maps`) and per-vertex channels (:func:`vertex_channels`, plus the
+    shading when ``albedo``); and the fitted lights (V, 9) or None."""
+    height, width = images.shape[1:3]
+    normals = -vertex_normals(vertices, triangles)  # (V, n, 3), out of the head
+    maps, channels = [], []
+    for view in range(vertices.shape[0]):
+        image_vertices = to_image(vertices[view], height, width)
+        maps.append(view_maps(image_vertices, triangles, images[view]))
+        channels.append(vertex_channels(image_vertices, normals[view], height, width))
+    if not albedo:
+        return maps, channels, None
+    samples = [sample_view(view_maps_, view_channels) for view_maps_, view_channels in zip(maps, channels, strict=True)]
+    weights = torch.stack([s.weights for s in samples])
+    if region_mask is not None:
+        weights = weights * region_mask.to(weights.device)
+    lighting = fit_view_lighting(torch.stack([s.colours.T for s in samples]), normals, weights)
+    shaded = [
+        torch.cat([view_channels, grey_shading(normals[view], lighting[view])[:, None]], dim=1)
+        for view, view_channels in enumerate(channels)
+    ]
+    return maps, shaded, lighting
 
 
 def fuse_texture(
@@ -124,50 +154,30 @@ def fuse_texture(
     vertices = camera_vertices.detach().to(torch.float32)
     triangles = triangles.to(device=device, dtype=torch.int64)
     images = crops.to(device) / 255.0 if crops.dtype == torch.uint8 else crops.to(device=device, dtype=torch.float32)
-    height, width = images.shape[1:3]
     texture_uv = torch.from_numpy(texture_coordinates(uv_coords.detach().cpu().numpy())).to(device)
     chart = cached_chart(texture_uv, triangles, config.size)
     texture_uv = texture_uv.to(torch.float32)
 
-    normals = -vertex_normals(vertices, triangles)  # (V, n, 3), out of the head
-    maps, channels = [], []
-    for view in range(vertices.shape[0]):
-        image_vertices = to_image(vertices[view], height, width)
-        maps.append(view_maps(image_vertices, triangles, images[view]))
-        channels.append(vertex_channels(image_vertices, normals[view], height, width))
-    lighting = None
-    if config.albedo:
-        samples = [
-            sample_view(view_maps_, view_channels) for view_maps_, view_channels in zip(maps, channels, strict=True)
-        ]
-        weights = torch.stack([s.weights for s in samples])
-        if region_mask is not None:
-            weights = weights * region_mask.to(device)
-        lighting = fit_view_lighting(torch.stack([s.colours.T for s in samples]), normals, weights)
-        channels = [
-            torch.cat([view_channels, grey_shading(normals[view], lighting[view])[:, None]], dim=1)
-            for view, view_channels in enumerate(channels)
-        ]
+    maps, channels, lighting = _prepare_views(vertices, triangles, images, config.albedo, region_mask)
     per_view = channels[0].shape[1]
     texel_channels = F.embedding_bag(
         chart.corners, torch.cat(channels, dim=1), per_sample_weights=chart.weights, mode="sum"
     )
 
     weight = texel_channels.new_zeros(chart.texels.shape[0])
-    colour = texel_channels.new_zeros(3, chart.texels.shape[0])
-    albedo = torch.zeros_like(colour) if config.albedo else None
+    totals = texel_channels.new_zeros(6 if config.albedo else 3, chart.texels.shape[0])  # colour, then albedo
     shares = []
     for view in range(vertices.shape[0]):
         view_texels = texel_channels[:, view * per_view : (view + 1) * per_view]
         samples = sample_view(maps[view], view_texels[:, :NUM_CHANNELS])
         weight += samples.weights
-        colour.addcmul_(samples.colours, samples.weights)
-        if albedo is not None:
-            albedo.addcmul_(samples.colours, samples.weights / view_texels[:, NUM_CHANNELS])
+        totals[:3].addcmul_(samples.colours, samples.weights)
+        if config.albedo:
+            totals[3:].addcmul_(samples.colours, samples.weights / view_texels[:, NUM_CHANNELS])
         shares.append(samples.weights.sum())
 
-    textures = _finish(colour if albedo is None else torch.cat([colour, albedo]), weight, chart)
-    texture, albedo_texture = textures[..., :3], None if albedo is None else textures[..., 3:]
+    textures = _finish(totals, weight, chart)
+    texture, albedo_texture = textures[..., :3], textures[..., 3:] if config.albedo else None
     seen = _dense((weight > 0)[None], chart)[0]
     total = torch.stack(shares)
     return FusedTexture(
@@ -177,7 +187,6 @@ def fuse_texture(
         chart=chart,
         seen=seen,
         vertex_colours=sample_texture(texture, texture_uv),
-        vertex_albedo=None if albedo_texture is None else sample_texture(albedo_texture, texture_uv),
         lighting=lighting,
         view_shares=total / total.sum().clamp(min=torch.finfo(total.dtype).tiny),
     )

@@ -29,22 +29,23 @@ def push_pull(image: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
             f"image must be (C, H, W) and confidence (H, W), got {tuple(image.shape)} and {tuple(confidence.shape)}"
         )
     weight = confidence.clamp(0.0, 1.0).to(image.dtype).unsqueeze(0)
-    return _fill(image, weight)
+    return push_pull_weighted(image * weight, weight)
 
 
-def _fill(image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """One pyramid level: colours (C, H, W) with weights (1, H, W) in [0, 1] -> filled colours."""
+def push_pull_weighted(weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """:func:`push_pull` of colours given premultiplied: ``weighted`` (C, H, W) = colour x ``weight`` (1, H, W),
+    weights in [0, 1] (saves a pass over the image when the caller has the products already)."""
     height, width = weight.shape[1:]
     if height == 1 and width == 1:
-        return image
-    weighted = image * weight
+        return weighted / weight.clamp(min=torch.finfo(weight.dtype).tiny)
     if height % 2 or width % 2:
         padding = (0, width % 2, 0, height % 2)
-        weighted, weight, image = F.pad(weighted, padding), F.pad(weight, padding), F.pad(image, padding)
+        weighted, weight = F.pad(weighted, padding), F.pad(weight, padding)
     coarse_sum = F.avg_pool2d(weight.unsqueeze(0), 2)[0] * 4.0
-    coarse_image = (
-        F.avg_pool2d(weighted.unsqueeze(0), 2)[0] * 4.0 / coarse_sum.clamp(min=torch.finfo(weight.dtype).tiny)
-    )
-    coarse = _fill(coarse_image, coarse_sum.clamp(max=1.0))
-    upsampled = F.interpolate(coarse.unsqueeze(0), size=weight.shape[1:], mode="bilinear")[0]
-    return torch.lerp(upsampled, image, weight)[:, :height, :width]
+    coarse_weight = coarse_sum.clamp(max=1.0)
+    # The children's weighted mean, premultiplied by the clamped coarse weight.
+    scale = 4.0 * coarse_weight / coarse_sum.clamp(min=torch.finfo(weight.dtype).tiny)
+    coarse = push_pull_weighted(F.avg_pool2d(weighted.unsqueeze(0), 2)[0] * scale, coarse_weight)
+    filled = F.interpolate(coarse.unsqueeze(0), size=weight.shape[1:], mode="bilinear")[0]
+    filled = filled.mul_(1.0 - weight).add_(weighted)
+    return filled[:, :height, :width]
