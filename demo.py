@@ -32,9 +32,11 @@ from models.errors import DFNRMVSError, InputError, OutputError
 from models.face_model.morphable_model import MorphableModel
 from models.io.case_outputs import check_target
 from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_detector
+from models.io.mesh_exports import ExportOptions
 from models.io.preprocess import IMAGE_SUFFIXES, LANDMARK_SUFFIXES, first_line
 from models.io.staging import terminate_on_sigterm
 from models.reconstruction import FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
+from models.texture.fusion import DEFAULT_TEXTURE_SIZE, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 # ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
 INPUT_DIR = "examples"  # one case (images of one person) or one subfolder per case
@@ -193,9 +195,14 @@ def build_reconstructor(checkpoint: str | None, mm_dir: str | None, device: torc
 
 
 def process_case(
-    case: Case, target: Path, reconstructor: Reconstructor, detector: LandmarkDetector, overwrite: bool
+    case: Case,
+    target: Path,
+    reconstructor: Reconstructor,
+    detector: LandmarkDetector,
+    overwrite: bool,
+    exports: ExportOptions | None = None,
 ) -> CaseOutcome:
-    """Reconstruct one case and write its outputs (all or nothing)."""
+    """Reconstruct one case and write its outputs (all or nothing); ``exports``: the extra outputs (all)."""
     start = time.perf_counter()
     if len(case.images) < reconstructor.min_views:
         raise InputError(
@@ -205,7 +212,7 @@ def process_case(
     if len(case.images) == 1:
         log.warning("%s: one view only; multi-view consistency needs at least 2 (landmarks and priors only)", case.name)
     result = reconstruct(case.images, reconstructor, detector, name=case.name)
-    result.save(target, overwrite)
+    result.save(target, overwrite, exports)
     return CaseOutcome(case.name, target, None, time.perf_counter() - start)
 
 
@@ -251,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="landmark detector: dlib (offline, bundled models) or fan (face-alignment, the authors' choice; "
         f"needs its downloaded weights) (default: {LANDMARK_BACKEND})",
     )
+    add_export_flags(parser)
     add(
         "--overwrite",
         action="store_true",
@@ -258,6 +266,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
     return parser
+
+
+def _texture_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not MIN_TEXTURE_SIZE <= size <= MAX_TEXTURE_SIZE:
+        raise argparse.ArgumentTypeError(f"{size} is outside {MIN_TEXTURE_SIZE}..{MAX_TEXTURE_SIZE}")
+    return size
+
+
+def add_export_flags(parser: argparse.ArgumentParser) -> None:
+    """The switches of the extra outputs (models/io/mesh_exports.py), all on by default."""
+    on_off = argparse.BooleanOptionalAction
+    add = parser.add_argument
+    add(
+        "--texture",
+        action=on_off,
+        default=True,
+        help="texture.png fused from all views, textured face_textured_view*.obj and vertex-coloured "
+        "face_colored_view*.ply (default: on)",
+    )
+    add(
+        "--albedo",
+        action=on_off,
+        default=True,
+        help="albedo.png beside it: the texture de-lit with a fitted SH shading (default: on, with --texture)",
+    )
+    add(
+        "--texture-size",
+        type=_texture_size,
+        default=DEFAULT_TEXTURE_SIZE,
+        metavar="N",
+        help=f"texels per side of the texture (default: {DEFAULT_TEXTURE_SIZE})",
+    )
+    add(
+        "--model-frame",
+        action=on_off,
+        default=True,
+        help="face_model_mm_view*.obj: each view's mesh in the model's own frame, millimetres (default: on)",
+    )
+    add(
+        "--neutral",
+        action=on_off,
+        default=True,
+        help="face_neutral.obj: the identity with expression zero in the model's frame (mm), with its "
+        "face-region crop and 7 evaluation landmarks (default: on)",
+    )
+
+
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    """The :class:`ExportOptions` the flags of :func:`add_export_flags` select."""
+    return ExportOptions(args.texture, args.texture_size, args.albedo, args.model_frame, args.neutral)
 
 
 class _TqdmHandler(logging.Handler):
@@ -281,11 +343,12 @@ def _configure_logging(verbose: bool) -> None:
 
 
 class DemoSetup(NamedTuple):
-    """What every case uses: (case, output folder) pairs, the method and the landmark detector."""
+    """What every case uses: (case, output folder) pairs, the method, the landmark detector, the extra outputs."""
 
     targets: list[tuple[Case, Path]]
     reconstructor: Reconstructor
     detector: LandmarkDetector
+    exports: ExportOptions = ExportOptions()
 
 
 def set_up(args: argparse.Namespace) -> DemoSetup:
@@ -309,14 +372,14 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
         raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
     reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device)
     detector = create_detector(args.landmarks, str(device))
-    return DemoSetup(targets, reconstructor, detector)
+    return DemoSetup(targets, reconstructor, detector, export_options(args))
 
 
 def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> CaseOutcome:
     """:func:`process_case` with its failure turned into a one-line outcome."""
     start = time.perf_counter()
     try:
-        return process_case(case, target, setup.reconstructor, setup.detector, overwrite)
+        return process_case(case, target, setup.reconstructor, setup.detector, overwrite, setup.exports)
     except DFNRMVSError as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others

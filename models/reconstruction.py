@@ -24,10 +24,12 @@ import torch
 
 from .errors import InputError, ReconstructionError
 from .face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
+from .face_model.model_frame import neutral_vertices
 from .face_model.morphable_model import MorphableModel
 from .fitting.multiview_fit import FitConfig, fit_multiview
 from .io.case_outputs import staged_directory, write_case
 from .io.landmark_detectors import LandmarkDetector, create_detector
+from .io.mesh_exports import CaseMeshes, ExportOptions, write_exports
 from .io.preprocess import NetworkInputs, PreparedView, load_photo, network_inputs, prepare_photo, prepare_view
 from .networks.checkpoint import load_checkpoint
 from .networks.fnrmvs_net import MIN_VIEWS, FNRMVSNet
@@ -144,8 +146,13 @@ class LearnedReconstructor:
             for level in output.optimisation.levels
             for k, s in enumerate(level.steps)
         ]
-        pose = output.optimisation.levels[-1].steps[-1].pose[0]
-        return MethodOutput(output.vertices[0].cpu().numpy(), pose.cpu().numpy(), {"energies": energies})
+        last = output.optimisation.levels[-1].steps[-1]
+        return MethodOutput(
+            output.vertices[0].cpu().numpy(),
+            last.pose[0].cpu().numpy(),
+            {"energies": energies},
+            shape_coeffs=last.shape_coeffs[0, :, 0].cpu().numpy(),
+        )
 
 
 @dataclass
@@ -156,9 +163,12 @@ class Reconstruction:
     crop pixels, crop geometry, photo path). vertices: (V, n, 3) camera-space meshes (pixels of the 256
     crop, x right, y up, origin at its centre; ``view.geometry.camera_to_photo`` maps them onto the photo).
     poses: (V, 6) normalised weak-perspective poses. triangles: (t, 3) the model's triangles (clockwise
-    seen from the camera). valid_mask: (n,) the face region without the nostrils. shape_coeffs,
-    exp_coeffs: the fit's coefficients (None for the learned path). method, model_name, checkpoint,
-    landmark_backend, device: how it was made. details: method-specific facts. timings: seconds per phase.
+    seen from the camera). valid_mask: (n,) the face region without the nostrils. shape_coeffs: (ks,) the
+    identity coefficients (the learned path's: its last step's). exp_coeffs: (V, ke) the fit's expressions
+    (None for the learned path). method, model_name, checkpoint, landmark_backend, device: how it was made.
+    details: method-specific facts. timings: seconds per phase. uv_coords: (n, 2) the model's UV map and
+    landmark_indices: (68,) its landmark vertices (for the exports). neutral_vertices: (n, 3) the identity
+    with expression zero, model units (:mod:`models.face_model.model_frame`), or None.
     """
 
     name: str
@@ -176,6 +186,9 @@ class Reconstruction:
     exp_coeffs: np.ndarray | None = None
     details: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    uv_coords: np.ndarray | None = None
+    landmark_indices: np.ndarray | None = None
+    neutral_vertices: np.ndarray | None = None
 
     @property
     def photo_paths(self) -> list[Path]:
@@ -202,18 +215,31 @@ class Reconstruction:
             "details": self.details,
         }
 
-    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+    def save(self, folder: str | Path, overwrite: bool = False, exports: ExportOptions | None = None) -> Path:
         """Write the demo's files into ``folder`` (created; all or nothing) and return it.
 
         An existing ``folder`` is replaced only with ``overwrite``, or when it holds an earlier result of the
-        same photo files (so re-running refreshes it).
+        same photo files (so re-running refreshes it). ``exports`` selects the extra outputs (texture,
+        meshes in the model's frame, neutral identity; :mod:`models.io.mesh_exports`), all by default.
 
         Raises:
             OutputError: ``folder`` exists and may not be replaced.
         """
         folder = Path(folder)
+        summary = self.summary()
+        case = CaseMeshes(
+            np.stack([view.crop for view in self.views]),
+            self.vertices,
+            self.poses,
+            self.triangles,
+            self.valid_mask,
+            self.uv_coords,
+            self.landmark_indices,
+            self.neutral_vertices,
+        )
         with staged_directory(folder, overwrite, self.photo_paths) as staging:
-            write_case(staging, self.views, self.vertices, self.poses, self.triangles, self.valid_mask, self.summary())
+            summary["exports"] = write_exports(staging, case, exports)
+            write_case(staging, self.views, self.vertices, self.poses, self.triangles, self.valid_mask, summary)
         return folder
 
 
@@ -300,4 +326,7 @@ def reconstruct(
         exp_coeffs=output.exp_coeffs,
         details=output.details,
         timings={"preprocess": prepared - start, "reconstruct": reconstructed - prepared},
+        uv_coords=model.uv_coords.cpu().numpy(),
+        landmark_indices=model.landmark_indices.cpu().numpy(),
+        neutral_vertices=None if output.shape_coeffs is None else neutral_vertices(model, output.shape_coeffs),
     )

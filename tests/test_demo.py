@@ -25,6 +25,7 @@ from models.geometry.camera import to_image
 from models.geometry.mesh_ops import crop_mesh
 from models.geometry.rasterizer import rasterize
 from models.io.case_outputs import staged_directory
+from models.io.mesh_exports import ExportOptions, export_file_names
 from models.io.staging import SIGTERM_EXIT_STATUS
 from models.networks.checkpoint import save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
@@ -64,11 +65,21 @@ def copy_photos(source: Path, folder: Path, count: int | None = None) -> Path:
     return folder
 
 
-def check_case(folder: Path, mm: MorphableModel, views: int, method: str, kept: tuple[str, ...] = ()) -> dict:
-    """Check every output of a case folder (``kept``: the user's files expected beside them); returns result.json."""
+def check_case(
+    folder: Path,
+    mm: MorphableModel,
+    views: int,
+    method: str,
+    exports: ExportOptions | None = None,
+    kept: tuple[str, ...] = (),
+) -> dict:
+    """Check every output of a case folder (``kept``: the user's files expected beside them; the export files,
+    all by default, are tests/io/test_mesh_exports.py's); returns its result.json."""
     expected = {"result.json", *kept, *(name.format(i) for name in VIEW_FILES for i in range(views))}
-    assert {p.name for p in folder.iterdir()} == expected
+    assert {p.name for p in folder.iterdir()} == expected | set(export_file_names(views, exports))
     result = json.loads((folder / "result.json").read_text())
+    listed = [name for value in result["exports"]["files"].values() for name in np.atleast_1d(value)]
+    assert sorted(listed) == sorted(export_file_names(views, exports))
     assert result["method"] == method and result["landmarks"] == "dlib" and len(result["views"]) == views
     triangles = mm.triangles.numpy()
     mask = mm.face_region_mask_no_nose_hole.numpy()
@@ -278,6 +289,23 @@ def test_help_explains_every_flag():
     assert done.returncode == 0
     for flag in ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--overwrite"):
         assert flag in done.stdout
+    for flag in ("--no-texture", "--no-albedo", "--texture-size", "--no-model-frame", "--no-neutral"):
+        assert flag in done.stdout
+
+
+def test_extra_outputs_can_be_switched_off(examples_dir, tmp_path):
+    case = copy_photos(examples_dir / "case1", tmp_path / "in" / "case0")
+    out = tmp_path / "out"
+    run = run_demo("--input", str(case), "--output", str(out), "--no-model-frame", "--no-neutral", "--no-albedo",
+                   "--texture-size", "256")  # fmt: skip
+    assert run.status == 0, run.stderr
+    options = ExportOptions(texture_size=256, albedo=False, model_frame=False, neutral=False)
+    result = check_case(out / "case0", load_default_model(), 2, "fitting", options)
+    assert result["exports"]["texture"]["size"] == 256
+    assert max(result["exports"]["texture"]["reprojection_mae"]) < 0.05
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(io.StringIO()) as err:
+        demo.main(["--input", str(case), "--output", str(out), "--texture-size", "9"])
+    assert info.value.code == 2 and "--texture-size: 9 is outside 16..8192" in err.getvalue()
 
 
 def test_a_failed_case_leaves_no_output_folder(tmp_path):
@@ -323,6 +351,11 @@ def test_a_refresh_keeps_the_users_own_files(tmp_path):
     assert run_demo("--input", str(case), "--output", str(out)).status == 0
     assert (out / "case2" / "my_notes.txt").read_text() == "mine"
     assert (out / "case2" / "renders" / "a.png").read_bytes() == b"png"
+    # the earlier run's per-view exports were the demo's files: a run without them drops them
+    assert (out / "case2" / "face_textured_view1.obj").exists()
+    assert run_demo("--input", str(case), "--output", str(out), "--no-texture").status == 0
+    assert not (out / "case2" / "face_textured_view1.obj").exists()
+    assert (out / "case2" / "my_notes.txt").read_text() == "mine"
     # with --overwrite, a folder that was not a demo result keeps its files too
     (tmp_path / "other" / "case2").mkdir(parents=True)
     (tmp_path / "other" / "case2" / "keep.obj").write_text("keep")

@@ -151,7 +151,8 @@ def _listed_files(record: object) -> set[str]:
     if isinstance(record, dict):
         for key, value in record.items():
             if key == "files" and isinstance(value, dict):
-                names.update(str(name) for name in value.values())
+                for entry in value.values():
+                    names.update(str(name) for name in (entry if isinstance(entry, list) else [entry]))
             else:
                 names |= _listed_files(value)
     elif isinstance(record, list):
