@@ -201,8 +201,10 @@ def process_case(
     detector: LandmarkDetector,
     overwrite: bool,
     exports: ExportOptions | None = None,
+    strict: bool = False,
 ) -> CaseOutcome:
-    """Reconstruct one case and write its outputs (all or nothing); ``exports``: the extra outputs (all)."""
+    """Reconstruct one case and write its outputs (all or nothing); ``exports``: the extra outputs (all);
+    ``strict``: refuse photos of several faces."""
     start = time.perf_counter()
     if len(case.images) < reconstructor.min_views:
         raise InputError(
@@ -211,7 +213,7 @@ def process_case(
         )
     if len(case.images) == 1:
         log.warning("%s: one view only; multi-view consistency needs at least 2 (landmarks and priors only)", case.name)
-    result = reconstruct(case.images, reconstructor, detector, name=case.name)
+    result = reconstruct(case.images, reconstructor, detector, name=case.name, strict=strict)
     result.save(target, overwrite, exports)
     return CaseOutcome(case.name, target, None, time.perf_counter() - start)
 
@@ -263,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="write into existing case output folders (their earlier demo files are replaced, other files kept)",
+    )
+    add(
+        "--strict",
+        action="store_true",
+        help="refuse photos that show several faces (by default the same person is taken in every view, by "
+        "dlib's face descriptor, and the choice is noted in result.json)",
     )
     add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
     return parser
@@ -349,6 +357,7 @@ class DemoSetup(NamedTuple):
     reconstructor: Reconstructor
     detector: LandmarkDetector
     exports: ExportOptions = ExportOptions()
+    strict: bool = False
 
 
 def set_up(args: argparse.Namespace) -> DemoSetup:
@@ -372,14 +381,14 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
         raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
     reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device)
     detector = create_detector(args.landmarks, str(device))
-    return DemoSetup(targets, reconstructor, detector, export_options(args))
+    return DemoSetup(targets, reconstructor, detector, export_options(args), args.strict)
 
 
 def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> CaseOutcome:
     """:func:`process_case` with its failure turned into a one-line outcome."""
     start = time.perf_counter()
     try:
-        return process_case(case, target, setup.reconstructor, setup.detector, overwrite, setup.exports)
+        return process_case(case, target, setup.reconstructor, setup.detector, overwrite, setup.exports, setup.strict)
     except DFNRMVSError as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others

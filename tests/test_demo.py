@@ -287,7 +287,16 @@ def test_fan_backend_without_its_package(examples_dir, tmp_path, monkeypatch):
 def test_help_explains_every_flag():
     done = subprocess.run([sys.executable, "demo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0
-    for flag in ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--overwrite"):
+    for flag in (
+        "--input",
+        "--output",
+        "--checkpoint",
+        "--mm-dir",
+        "--device",
+        "--landmarks",
+        "--overwrite",
+        "--strict",
+    ):
         assert flag in done.stdout
     for flag in ("--no-texture", "--no-albedo", "--texture-size", "--no-model-frame", "--no-neutral"):
         assert flag in done.stdout
@@ -428,3 +437,43 @@ def test_ctrl_c_and_sigterm_leave_no_partial_case(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as ended:
         run_demo("--input", str(case), "--output", str(out))
     assert ended.value.code == SIGTERM_EXIT_STATUS and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [(300.0, "more than 1.5x the"), (0.005, "too small for a face"), (0.0, "span 0 px, too small for a face")],
+)
+def test_an_implausible_landmark_file_fails_its_case_naming_the_file(tmp_path, scale, message):
+    case = _generated_case(tmp_path / "in" / "case2")
+    points = np.loadtxt(case / "view1.txt")
+    np.savetxt(case / "view1.txt", points.mean(axis=0) + (points - points.mean(axis=0)) * scale)
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"))
+    assert run.status == 1 and f"{case / 'view1.txt'}: the landmarks span" in run.stdout and message in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr and not (tmp_path / "out").exists()
+
+
+def _two_people_case(examples_dir, folder: Path) -> Path:
+    """view0: case0's person beside case1's larger one; view1: case0's person alone."""
+    folder.mkdir(parents=True)
+    canvas = np.full((300, 560, 3), 128, dtype=np.uint8)
+    for (top, left, side), name in (((30, 10, 240), "case0/case0_in0.jpg"), ((10, 270, 280), "case1/case1_in0.jpg")):
+        face = Image.open(examples_dir / name).convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+        canvas[top : top + side, left : left + side] = np.asarray(face)
+    Image.fromarray(canvas).save(folder / "view0.png")
+    shutil.copy(examples_dir / "case0" / "case0_in1.jpg", folder / "view1.jpg")
+    return folder
+
+
+def test_two_people_in_a_photo_the_same_person_is_taken_or_strict_refuses(examples_dir, tmp_path):
+    case = _two_people_case(examples_dir, tmp_path / "in" / "pair")
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"), "--no-texture", "--no-neutral")
+    assert run.status == 0, run.stdout + run.stderr
+    result = json.loads((tmp_path / "out" / "pair" / "result.json").read_text())
+    first = result["views"][0]
+    assert "face 2 by size taken as the person" in first["face_note"] and result["views"][1]["face_note"] is None
+    assert first["crop_box_photo"][2] < 300  # the crop lies on the left person, not the larger right one
+    assert result["warnings"] == [f"{case / 'view0.png'}: {first['face_note']}"]
+
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "strict"), "--strict")
+    assert run.status == 1 and f"{case / 'view0.png'}: 2 faces found (--strict refuses" in run.stdout
+    assert not (tmp_path / "strict").exists()

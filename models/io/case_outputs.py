@@ -86,6 +86,7 @@ def write_view(
     return {
         "input": str(view.path),
         "landmark_source": view.landmark_source,
+        "face_note": view.face_note,
         "face_box_padded": [round(float(v), 3) for v in view.face_box],
         **view.geometry.as_dict(),
         "full_mesh_vertices": int(vertices.shape[0]),
