@@ -33,9 +33,11 @@ from models.face_model.dense_landmarks import DenseLandmarks
 from models.face_model.morphable_model import MorphableModel
 from models.io.case_outputs import check_target
 from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_detector
+from models.io.mesh_exports import ExportOptions
 from models.io.preprocess import IMAGE_SUFFIXES, LANDMARK_SUFFIXES, first_line
 from models.io.staging import terminate_on_sigterm
 from models.reconstruction import FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
+from models.texture.fusion import DEFAULT_TEXTURE_SIZE, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 # ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
 INPUT_DIR = "examples"  # one case (images of one person) or one subfolder per case
@@ -201,9 +203,16 @@ def build_reconstructor(
 
 
 def process_case(
-    case: Case, target: Path, reconstructor: Reconstructor, detector: LandmarkDetector, overwrite: bool
+    case: Case,
+    target: Path,
+    reconstructor: Reconstructor,
+    detector: LandmarkDetector,
+    overwrite: bool,
+    exports: ExportOptions | None = None,
+    strict: bool = False,
 ) -> CaseOutcome:
-    """Reconstruct one case and write its outputs (all or nothing)."""
+    """Reconstruct one case and write its outputs (all or nothing); ``exports``: the extra outputs (all);
+    ``strict``: refuse photos of several faces."""
     start = time.perf_counter()
     if len(case.images) < reconstructor.min_views:
         raise InputError(
@@ -212,8 +221,8 @@ def process_case(
         )
     if len(case.images) == 1:
         log.warning("%s: one view only; multi-view consistency needs at least 2 (landmarks and priors only)", case.name)
-    result = reconstruct(case.images, reconstructor, detector, name=case.name)
-    result.save(target, overwrite)
+    result = reconstruct(case.images, reconstructor, detector, name=case.name, strict=strict)
+    result.save(target, overwrite, exports)
     return CaseOutcome(case.name, target, None, time.perf_counter() - start)
 
 
@@ -270,13 +279,74 @@ def build_parser() -> argparse.ArgumentParser:
         "dense_landmark_vertices, dense_landmark_barycentrics, as models/face_model/dense_landmarks.py writes "
         "them), so that the fitting uses dense landmarks with that model",
     )
+    add_export_flags(parser)
     add(
         "--overwrite",
         action="store_true",
         help="write into existing case output folders (their earlier demo files are replaced, other files kept)",
     )
+    add(
+        "--strict",
+        action="store_true",
+        help="refuse photos that show several faces (by default the same person is taken in every view, by "
+        "dlib's face descriptor, and the choice is noted in result.json)",
+    )
     add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
     return parser
+
+
+def _texture_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not MIN_TEXTURE_SIZE <= size <= MAX_TEXTURE_SIZE:
+        raise argparse.ArgumentTypeError(f"{size} is outside {MIN_TEXTURE_SIZE}..{MAX_TEXTURE_SIZE}")
+    return size
+
+
+def add_export_flags(parser: argparse.ArgumentParser) -> None:
+    """The switches of the extra outputs (models/io/mesh_exports.py), all on by default."""
+    on_off = argparse.BooleanOptionalAction
+    add = parser.add_argument
+    add(
+        "--texture",
+        action=on_off,
+        default=True,
+        help="texture.png fused from all views, textured face_textured_view*.obj and vertex-coloured "
+        "face_colored_view*.ply (default: on)",
+    )
+    add(
+        "--albedo",
+        action=on_off,
+        default=True,
+        help="albedo.png beside it: the texture de-lit with a fitted SH shading (default: on, with --texture)",
+    )
+    add(
+        "--texture-size",
+        type=_texture_size,
+        default=DEFAULT_TEXTURE_SIZE,
+        metavar="N",
+        help=f"texels per side of the texture (default: {DEFAULT_TEXTURE_SIZE})",
+    )
+    add(
+        "--model-frame",
+        action=on_off,
+        default=True,
+        help="face_model_mm_view*.obj: each view's mesh in the model's own frame, millimetres (default: on)",
+    )
+    add(
+        "--neutral",
+        action=on_off,
+        default=True,
+        help="face_neutral.obj: the identity with expression zero in the model's frame (mm), with its "
+        "face-region crop and 7 evaluation landmarks (default: on)",
+    )
+
+
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    """The :class:`ExportOptions` the flags of :func:`add_export_flags` select."""
+    return ExportOptions(args.texture, args.texture_size, args.albedo, args.model_frame, args.neutral)
 
 
 class _TqdmHandler(logging.Handler):
@@ -300,11 +370,13 @@ def _configure_logging(verbose: bool) -> None:
 
 
 class DemoSetup(NamedTuple):
-    """What every case uses: (case, output folder) pairs, the method and the landmark detector."""
+    """What every case uses: (case, output folder) pairs, the method, the landmark detector, the extra outputs."""
 
     targets: list[tuple[Case, Path]]
     reconstructor: Reconstructor
     detector: LandmarkDetector
+    exports: ExportOptions = ExportOptions()
+    strict: bool = False
 
 
 def set_up(args: argparse.Namespace) -> DemoSetup:
@@ -333,14 +405,14 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
             "(the fitting with the default model, or with --dense-landmarks, uses MediaPipe's)"
         )
     detector = create_detector(args.landmarks, str(device), reconstructor.dense_layout)
-    return DemoSetup(targets, reconstructor, detector)
+    return DemoSetup(targets, reconstructor, detector, export_options(args), args.strict)
 
 
 def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> CaseOutcome:
     """:func:`process_case` with its failure turned into a one-line outcome."""
     start = time.perf_counter()
     try:
-        return process_case(case, target, setup.reconstructor, setup.detector, overwrite)
+        return process_case(case, target, setup.reconstructor, setup.detector, overwrite, setup.exports, setup.strict)
     except DFNRMVSError as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others

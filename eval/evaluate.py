@@ -4,6 +4,9 @@ Predictions (--pred): one sub-folder per case, as the demo writes them; every fi
 --pattern (default face_full_view*.obj, e.g. face_valid_view0.obj for one view) is one prediction:
     PRED_DIR/<case>/face_full_view0.obj
     PRED_DIR/<case>/face_full_view0_landmarks7.txt   (scan protocol only, see below)
+The demo also writes meshes in the model's frame in millimetres, which the depth-aligned metric needs:
+--pattern 'face_model_mm_view*.obj' (per view, with --gt-mesh '..._view{view}.obj'), and the neutral
+identity --pattern face_neutral.obj, with face_neutral_landmarks7.txt beside it for the scan protocol.
 
 Ground truth (--gt), either a folder with one sub-folder per case (file names set by --gt-mesh and
 --gt-landmarks):

@@ -8,6 +8,7 @@ Sub-packages, by concern (dependencies point downwards in this list):
 * :mod:`models.nrmvs`: the learned optimisation's energy, feature sampling, unrolled steps and configuration;
 * :mod:`models.fitting`: the weights-free multi-view fit;
 * :mod:`models.synthesis`: rendered multi-view faces with ground truth (training data, benchmarks);
+* :mod:`models.texture`: the UV texture fused from all views, de-lighting, textured rendering;
 * :mod:`models.io`: photos, preprocessing, landmark detectors, mesh files and a case's output folder;
 * :mod:`models.reconstruction`: the photos-to-meshes API used by ``demo.py``.
 

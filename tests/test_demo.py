@@ -26,6 +26,7 @@ from models.geometry.mesh_ops import crop_mesh
 from models.geometry.rasterizer import rasterize
 from models.io.case_outputs import staged_directory
 from models.io.landmark_detectors import MediaPipeLandmarks
+from models.io.mesh_exports import ExportOptions, export_file_names
 from models.io.staging import SIGTERM_EXIT_STATUS
 from models.networks.checkpoint import save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
@@ -66,13 +67,22 @@ def copy_photos(source: Path, folder: Path, count: int | None = None) -> Path:
 
 
 def check_case(
-    folder: Path, mm: MorphableModel, views: int, method: str, landmarks: str = "dlib", kept: tuple[str, ...] = ()
+    folder: Path,
+    mm: MorphableModel,
+    views: int,
+    method: str,
+    landmarks: str = "dlib",
+    exports: ExportOptions | None = None,
+    kept: tuple[str, ...] = (),
 ) -> dict:
     """Check every output of a case folder (landmarks: the backend expected for every view; ``kept``: the user's
-    files expected beside them); returns result.json."""
+    files expected beside them; the export files, all by default, are tests/io/test_mesh_exports.py's); returns
+    its result.json."""
     expected = {"result.json", *kept, *(name.format(i) for name in VIEW_FILES for i in range(views))}
-    assert {p.name for p in folder.iterdir()} == expected
+    assert {p.name for p in folder.iterdir()} == expected | set(export_file_names(views, exports))
     result = json.loads((folder / "result.json").read_text())
+    listed = [name for value in result["exports"]["files"].values() for name in np.atleast_1d(value)]
+    assert sorted(listed) == sorted(export_file_names(views, exports))
     assert result["method"] == method and result["landmarks"] == landmarks and len(result["views"]) == views
     triangles = mm.triangles.numpy()
     mask = mm.face_region_mask_no_nose_hole.numpy()
@@ -331,8 +341,25 @@ def test_help_explains_every_flag():
     done = subprocess.run([sys.executable, "demo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0
     flags = ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--dense-landmarks")
-    for flag in (*flags, "--overwrite"):
+    for flag in (*flags, "--overwrite", "--strict"):
         assert flag in done.stdout
+    for flag in ("--no-texture", "--no-albedo", "--texture-size", "--no-model-frame", "--no-neutral"):
+        assert flag in done.stdout
+
+
+def test_extra_outputs_can_be_switched_off(examples_dir, tmp_path):
+    case = copy_photos(examples_dir / "case1", tmp_path / "in" / "case0")
+    out = tmp_path / "out"
+    run = run_demo("--input", str(case), "--output", str(out), "--no-model-frame", "--no-neutral", "--no-albedo",
+                   "--texture-size", "256")  # fmt: skip
+    assert run.status == 0, run.stderr
+    options = ExportOptions(texture_size=256, albedo=False, model_frame=False, neutral=False)
+    result = check_case(out / "case0", load_default_model(), 2, "fitting", landmarks="mediapipe", exports=options)
+    assert result["exports"]["texture"]["size"] == 256
+    assert max(result["exports"]["texture"]["reprojection_mae"]) < 0.05
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(io.StringIO()) as err:
+        demo.main(["--input", str(case), "--output", str(out), "--texture-size", "9"])
+    assert info.value.code == 2 and "--texture-size: 9 is outside 16..8192" in err.getvalue()
 
 
 def test_a_failed_case_leaves_no_output_folder(tmp_path):
@@ -378,6 +405,11 @@ def test_a_refresh_keeps_the_users_own_files(tmp_path):
     assert run_demo("--input", str(case), "--output", str(out)).status == 0
     assert (out / "case2" / "my_notes.txt").read_text() == "mine"
     assert (out / "case2" / "renders" / "a.png").read_bytes() == b"png"
+    # the earlier run's per-view exports were the demo's files: a run without them drops them
+    assert (out / "case2" / "face_textured_view1.obj").exists()
+    assert run_demo("--input", str(case), "--output", str(out), "--no-texture").status == 0
+    assert not (out / "case2" / "face_textured_view1.obj").exists()
+    assert (out / "case2" / "my_notes.txt").read_text() == "mine"
     # with --overwrite, a folder that was not a demo result keeps its files too
     (tmp_path / "other" / "case2").mkdir(parents=True)
     (tmp_path / "other" / "case2" / "keep.obj").write_text("keep")
@@ -450,3 +482,43 @@ def test_ctrl_c_and_sigterm_leave_no_partial_case(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as ended:
         run_demo("--input", str(case), "--output", str(out))
     assert ended.value.code == SIGTERM_EXIT_STATUS and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [(300.0, "more than 1.5x the"), (0.005, "too small for a face"), (0.0, "span 0 px, too small for a face")],
+)
+def test_an_implausible_landmark_file_fails_its_case_naming_the_file(tmp_path, scale, message):
+    case = _generated_case(tmp_path / "in" / "case2")
+    points = np.loadtxt(case / "view1.txt")
+    np.savetxt(case / "view1.txt", points.mean(axis=0) + (points - points.mean(axis=0)) * scale)
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"))
+    assert run.status == 1 and f"{case / 'view1.txt'}: the landmarks span" in run.stdout and message in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr and not (tmp_path / "out").exists()
+
+
+def _two_people_case(examples_dir, folder: Path) -> Path:
+    """view0: case0's person beside case1's larger one; view1: case0's person alone."""
+    folder.mkdir(parents=True)
+    canvas = np.full((300, 560, 3), 128, dtype=np.uint8)
+    for (top, left, side), name in (((30, 10, 240), "case0/case0_in0.jpg"), ((10, 270, 280), "case1/case1_in0.jpg")):
+        face = Image.open(examples_dir / name).convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+        canvas[top : top + side, left : left + side] = np.asarray(face)
+    Image.fromarray(canvas).save(folder / "view0.png")
+    shutil.copy(examples_dir / "case0" / "case0_in1.jpg", folder / "view1.jpg")
+    return folder
+
+
+def test_two_people_in_a_photo_the_same_person_is_taken_or_strict_refuses(examples_dir, tmp_path):
+    case = _two_people_case(examples_dir, tmp_path / "in" / "pair")
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"), "--no-texture", "--no-neutral")
+    assert run.status == 0, run.stdout + run.stderr
+    result = json.loads((tmp_path / "out" / "pair" / "result.json").read_text())
+    first = result["views"][0]
+    assert "face 2 by size taken as the person" in first["face_note"] and result["views"][1]["face_note"] is None
+    assert first["crop_box_photo"][2] < 300  # the crop lies on the left person, not the larger right one
+    assert result["warnings"] == [f"{case / 'view0.png'}: {first['face_note']}"]
+
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "strict"), "--strict")
+    assert run.status == 1 and f"{case / 'view0.png'}: 2 faces found (--strict refuses" in run.stdout
+    assert not (tmp_path / "strict").exists()

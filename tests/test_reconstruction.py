@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import models
@@ -59,6 +60,7 @@ def test_files_in_meshes_out(fitting, tmp_path):
     assert record["method"] == "fitting" and len(record["views"]) == 2
     assert len(record["coefficients"]["shape"]) == 80
     assert (folder / "face_full_view1.obj").is_file() and (folder / "vis_view0.jpg").is_file()
+    assert record["exports"]["files"]["neutral_mesh"] == "face_neutral.obj" and (folder / "texture.png").is_file()
     result.save(folder)  # the same photos again: the earlier result is refreshed
     with pytest.raises(OutputError, match="already exists"):
         reconstruct([photos[0]], fitting, NoDetector(), name="other").save(folder)
@@ -144,7 +146,14 @@ def test_learned_reconstructor(tmp_path):
     result = reconstruct(photos, learned, NoDetector())
     assert result.method == "learned" and result.checkpoint.endswith("weights.pth")
     assert result.vertices.shape == (2, mm.num_vertices, 3) and np.isfinite(result.vertices).all()
-    assert len(result.details["energies"]) == 9 and result.shape_coeffs is None
+    assert len(result.details["energies"]) == 9 and result.exp_coeffs is None
+    # its identity: the last step's shape coefficients, whose mesh is the neutral one (no adaptive displacement)
+    assert result.shape_coeffs.shape == (mm.shape_std.shape[0],) and np.abs(result.shape_coeffs).max() > 0
+    neutral = mm.vertices(torch.from_numpy(result.shape_coeffs)[None])[0].double().numpy()
+    np.testing.assert_allclose(result.neutral_vertices, neutral, atol=1e-3)
+    folder = result.save(tmp_path / "learned")
+    files = json.loads((folder / "result.json").read_text())["exports"]["files"]
+    assert {"texture", "albedo", "neutral_mesh", "textured_meshes", "model_frame_meshes"} <= set(files)
     with pytest.raises(InputError, match="at least 2 views"):
         reconstruct(photos[:1], learned, NoDetector())
 

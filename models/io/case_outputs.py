@@ -86,6 +86,7 @@ def write_view(
     return {
         "input": str(view.path),
         "landmark_source": view.landmark_source,
+        "face_note": view.face_note,
         "face_box_padded": [round(float(v), 3) for v in view.face_box],
         **view.geometry.as_dict(),
         "full_mesh_vertices": int(vertices.shape[0]),
@@ -151,7 +152,8 @@ def _listed_files(record: object) -> set[str]:
     if isinstance(record, dict):
         for key, value in record.items():
             if key == "files" and isinstance(value, dict):
-                names.update(str(name) for name in value.values())
+                for entry in value.values():
+                    names.update(str(name) for name in (entry if isinstance(entry, list) else [entry]))
             else:
                 names |= _listed_files(value)
     elif isinstance(record, list):
