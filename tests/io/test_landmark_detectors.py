@@ -137,6 +137,9 @@ def test_mediapipe_box_without_dlib_follows_the_s3fd_rule(mediapipe_detector, re
     expected_centre = np.array([(expected.left + expected.right) / 2, (expected.top + expected.bottom) / 2])
     assert np.linalg.norm(centre - expected_centre) < 0.1 * expected.width
     assert mediapipe_detector.face_box(np.zeros((300, 300, 3), dtype=np.uint8)) is None
+    # faces(), which picks the same person across views, gives that box as the one face (none on a blank image)
+    assert mediapipe_detector.faces(padded) == [(box, box)]
+    assert mediapipe_detector.faces(np.zeros((300, 300, 3), dtype=np.uint8)) == []
 
 
 def test_mediapipe_finds_the_example_photos(mediapipe_detector, example_photos):
