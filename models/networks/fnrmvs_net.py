@@ -113,25 +113,29 @@ class NRMVSOptimization(nn.Module):
             images: (N, V, 3, H, W) ImageNet-normalised views. raw_images: the same in [0, 1].
             landmarks: (N, V, 68, 2) landmarks in pixels (x right, y down).
             pose: (N, V, 6) initial normalised pose (the regressor's).
-            create_graph: keep second-order graphs through the gradient steps (training).
+            create_graph: keep second-order graphs through the gradient steps (training). Without it
+                (inference) nothing is differentiable: everything runs without autograd, the convolutions
+                on channels-last tensors.
         Returns:
             :class:`~models.nrmvs.records.NRMVSResult`.
         """
-        n_samples, n_views, channels, height, width = images.shape
-        features = self.rgb_net(images.reshape(n_samples * n_views, channels, height, width))
-        backbone = features[:FPN_BACKBONE_MAPS]
-        return unrolled_optimisation(
-            self.face,
-            self.fpn(backbone),
-            self.basis_fpn(backbone),
-            self.level_modules,
-            images,
-            raw_images,
-            landmarks,
-            pose,
-            self.config,
-            create_graph=create_graph,
-        )
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            n_samples, n_views, channels, height, width = images.shape
+            flat = images.reshape(n_samples * n_views, channels, height, width)
+            features = self.rgb_net(flat if create_graph else _channels_last(flat))
+            backbone = features[:FPN_BACKBONE_MAPS]
+            return unrolled_optimisation(
+                self.face,
+                self.fpn(backbone),
+                self.basis_fpn(backbone),
+                self.level_modules,
+                images,
+                raw_images,
+                landmarks,
+                pose,
+                self.config,
+                create_graph=create_graph,
+            )
 
 
 class FNRMVSNet(nn.Module):
@@ -191,10 +195,10 @@ class FNRMVSNet(nn.Module):
             raise ValueError(
                 f"DFNRMVS needs at least {MIN_VIEWS} views per sample (the feature-metric term compares views)"
             )
-        with torch.no_grad():
-            regression = self.regressor(images)
         if create_graph is None:
             create_graph = self.training
+        with torch.no_grad():
+            regression = self.regressor(images if create_graph else _channels_last(images))
         result = self.opt_layer(images, raw_images, landmarks, regression.pose, create_graph=create_graph)
         face = self.opt_layer.face
         corrected = [
@@ -207,6 +211,13 @@ class FNRMVSNet(nn.Module):
             for level in result.levels
         ]
         return FNRMVSOutput(regression=regression, optimisation=result, corrected_vertices=corrected)
+
+
+def _channels_last(images: torch.Tensor) -> torch.Tensor:
+    """Images (..., C, H, W) in channels-last memory order (oneDNN's fastest CPU convolutions); same values."""
+    if images.dim() == 5:
+        return images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 @dataclass

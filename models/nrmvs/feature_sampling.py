@@ -9,12 +9,23 @@ same; the gradient with respect to the feature map is autograd's.
 
 Vertex positions are given in pixels of the network input image (256x256) and mapped to ``[-1, 1]``
 with ``align_corners=True``, whatever the resolution of the feature map.
+
+Inference does not need autograd here: :class:`FeatureTables` holds a level's feature map and its two
+slope maps as channels-last pixel tables (the slopes are constant while the level runs), and
+:func:`sample_features_and_slopes` samples all three at the same bilinear taps
+(:mod:`models.nrmvs.point_sampling`); :func:`position_gradient` then contracts the sampled slopes with the
+energy's feature gradient, exactly what :class:`FeatureGradientSample`'s backward computes.
 """
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from ..geometry.camera import image_to_grid, to_image
+from .energy import PairGradient
+from .point_sampling import BilinearTaps, bilinear_taps, gather_taps, pixel_table
 
 
 def central_difference_gradients(features: torch.Tensor) -> torch.Tensor:
@@ -100,3 +111,101 @@ def sample_at_vertices(
     else:
         sampled = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return sampled.view(n_samples, n_views, channels, num_vertices)
+
+
+class FeatureTables(NamedTuple):
+    """A stack of B feature maps (B, C, h, w) as channels-last pixel tables, each (B * h * w, C).
+
+    values: the features; slope_x, slope_y: their central-difference slopes along the width and the height
+    (:func:`central_difference_gradients`). height, width: h, w.
+    """
+
+    values: torch.Tensor
+    slope_x: torch.Tensor
+    slope_y: torch.Tensor
+    height: int
+    width: int
+
+
+def feature_tables(features: torch.Tensor) -> FeatureTables:
+    """:class:`FeatureTables` of (B, C, h, w) maps (no copy of the values when they are channels-last)."""
+    batch, channels, height, width = features.shape
+    pixels = features.permute(0, 2, 3, 1)  # (B, h, w, C)
+    slope_x = torch.empty_like(pixels, memory_format=torch.contiguous_format)
+    slope_x[:, :, 1:-1] = (pixels[:, :, 2:] - pixels[:, :, :-2]) / 2.0
+    slope_x[:, :, 0] = slope_x[:, :, 1]
+    slope_x[:, :, -1] = slope_x[:, :, -2]
+    slope_y = torch.empty_like(slope_x)
+    slope_y[:, 1:-1] = (pixels[:, 2:] - pixels[:, :-2]) / 2.0
+    slope_y[:, 0] = slope_y[:, 1]
+    slope_y[:, -1] = slope_y[:, -2]
+    return FeatureTables(
+        pixel_table(features).contiguous(), slope_x.view(-1, channels), slope_y.view(-1, channels), height, width
+    )
+
+
+class SampledFeatures(NamedTuple):
+    """values (P, C), slope_x (P, C), slope_y (P, C) at P points; taps: where they were read."""
+
+    values: torch.Tensor
+    slope_x: torch.Tensor
+    slope_y: torch.Tensor
+    taps: BilinearTaps
+
+
+def sample_features_and_slopes(
+    tables: FeatureTables, vertices: torch.Tensor, image_size: tuple[int, int]
+) -> SampledFeatures:
+    """Features and slopes at the vertices' projections, as :func:`sample_at_vertices` (values) and
+    :class:`FeatureGradientSample`'s backward (slopes) read them.
+
+    Args:
+        tables: B = N * V maps. vertices: (N, V, m, 3) camera-space vertices (pixels of the input image).
+        image_size: (H, W) of the input image.
+    Returns:
+        :class:`SampledFeatures` of the N * V * m points, view-major then vertex order.
+    """
+    n_samples, n_views, num_vertices = vertices.shape[:3]
+    height, width = image_size
+    grid = image_to_grid(to_image(vertices, height, width)[..., :2], height, width)
+    taps = bilinear_taps(grid.reshape(n_samples * n_views, num_vertices, 2), tables.height, tables.width)
+    return SampledFeatures(
+        gather_taps(tables.values, taps),
+        gather_taps(tables.slope_x, taps),
+        gather_taps(tables.slope_y, taps),
+        taps,
+    )
+
+
+def position_gradient(
+    sampled: SampledFeatures,
+    feature_gradient: Sequence[PairGradient],
+    tables: FeatureTables,
+    image_size: tuple[int, int],
+    n_views: int,
+) -> torch.Tensor:
+    """Gradient with respect to the image position (u, v) of each point, from the gradient of the sampled features.
+
+    ``d/du = sum_c g_c * slope_x_c * (w - 1) / (W - 1)`` (and the same along v with the heights): the slope is
+    per feature-map pixel, and a feature-map pixel spans (W - 1) / (w - 1) image pixels (align_corners=True).
+
+    Args:
+        sampled: the samples of :func:`sample_features_and_slopes` (N * V * m points).
+        feature_gradient: the gradient with respect to ``sampled.values``, per view pair
+            (:func:`~models.nrmvs.energy.feature_metric_energy_and_gradient`), each (N, m, C).
+        n_views: V.
+    Returns:
+        (N, V, m, 2) gradient with respect to (u, v) in image pixels.
+    """
+    height, width = image_size
+    n_samples, num_vertices = feature_gradient[0].difference.shape[:2]
+    slopes = [table.view(n_samples, n_views, num_vertices, -1) for table in (sampled.slope_x, sampled.slope_y)]
+    gradient = sampled.values.new_zeros(n_samples, n_views, num_vertices, 2)
+    for pair in feature_gradient:
+        for view, sign in ((pair.first, 1.0), (pair.second, -1.0)):
+            for axis, slope in enumerate(slopes):
+                gradient[:, view, :, axis].add_(torch.linalg.vecdot(slope[:, view], pair.difference), alpha=sign)
+    # the same chain of factors as the autograd path: d pixel / d grid, then d grid / d image position
+    scale_u = (tables.width - 1) / 2 * (2.0 / (width - 1))
+    scale_v = (tables.height - 1) / 2 * (2.0 / (height - 1))
+    return gradient * gradient.new_tensor([scale_u, scale_v])
