@@ -158,7 +158,7 @@ def feature_metric_energy_and_gradient(vertex_features: torch.Tensor, visible: t
         for j in range(i + 1, n_views):
             difference = vertex_features[:, i] - vertex_features[:, j]  # (N, m, C)
             both = visible[:, i] & visible[:, j]  # (N, m)
-            total = total + difference.square().sum(dim=-1)[both].mean()
+            total = total + channel_dot(difference, difference)[both].mean()
             weight = both.to(difference.dtype).unsqueeze(1)  # (N, 1, m)
             # masked sum over vertices as a batched product: (N, 1, m) @ (N, m, C)
             residual = torch.bmm(weight, difference.abs()).squeeze(1) / weight.sum(dim=2)  # (N, C)
@@ -231,3 +231,9 @@ def _flat_rows(index: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """(N, V, L) vertex indices -> their rows in the flattened (N * V * n) vertex dimension."""
     batch = torch.arange(index.shape[0] * index.shape[1], device=index.device).view(index.shape[:2] + (1,))
     return (index + batch * num_vertices).reshape(-1)
+
+
+def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot products over the last dimension of two (N, m, C) tensors: (N, m), without an (N, m, C) temporary."""
+    channels = a.shape[-1]
+    return torch.bmm(a.reshape(-1, 1, channels), b.reshape(-1, channels, 1)).view(a.shape[:-1])

@@ -11,10 +11,10 @@ Vertex positions are given in pixels of the network input image (256x256) and ma
 with ``align_corners=True``, whatever the resolution of the feature map.
 
 Inference does not need autograd here: :class:`FeatureTables` holds a level's feature map and its two
-slope maps as channels-last pixel tables (the slopes are constant while the level runs), and
-:func:`sample_features_and_slopes` samples all three at the same bilinear taps
-(:mod:`models.nrmvs.point_sampling`); :func:`position_gradient` then contracts the sampled slopes with the
-energy's feature gradient, exactly what :class:`FeatureGradientSample`'s backward computes.
+slope maps as channels-last pixel tables (the slopes are constant while the level runs);
+:func:`sample_features` reads the features at bilinear taps (:mod:`models.nrmvs.point_sampling`) and
+:func:`position_gradient` reads the slopes at the same taps and contracts them with the energy's feature
+gradient, exactly what :class:`FeatureGradientSample`'s backward computes.
 """
 
 from collections.abc import Sequence
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry.camera import image_to_grid, to_image
-from .energy import PairGradient
+from .energy import PairGradient, channel_dot
 from .point_sampling import BilinearTaps, bilinear_taps, gather_taps, pixel_table
 
 
@@ -144,68 +144,62 @@ def feature_tables(features: torch.Tensor) -> FeatureTables:
     )
 
 
-class SampledFeatures(NamedTuple):
-    """values (P, C), slope_x (P, C), slope_y (P, C) at P points; taps: where they were read."""
+class FeatureSamples(NamedTuple):
+    """values (P, C) sampled at P = N * V * m points (view-major, then vertex order) and the taps they were
+    read at (where the slopes are read too)."""
 
     values: torch.Tensor
-    slope_x: torch.Tensor
-    slope_y: torch.Tensor
     taps: BilinearTaps
 
 
-def sample_features_and_slopes(
-    tables: FeatureTables, vertices: torch.Tensor, image_size: tuple[int, int]
-) -> SampledFeatures:
-    """Features and slopes at the vertices' projections, as :func:`sample_at_vertices` (values) and
-    :class:`FeatureGradientSample`'s backward (slopes) read them.
+def sample_features(tables: FeatureTables, vertices: torch.Tensor, image_size: tuple[int, int]) -> FeatureSamples:
+    """Features at the vertices' projections, as :func:`sample_at_vertices` reads them.
 
     Args:
         tables: B = N * V maps. vertices: (N, V, m, 3) camera-space vertices (pixels of the input image).
         image_size: (H, W) of the input image.
     Returns:
-        :class:`SampledFeatures` of the N * V * m points, view-major then vertex order.
+        :class:`FeatureSamples` of the N * V * m points.
     """
     n_samples, n_views, num_vertices = vertices.shape[:3]
     height, width = image_size
     grid = image_to_grid(to_image(vertices, height, width)[..., :2], height, width)
     taps = bilinear_taps(grid.reshape(n_samples * n_views, num_vertices, 2), tables.height, tables.width)
-    return SampledFeatures(
-        gather_taps(tables.values, taps),
-        gather_taps(tables.slope_x, taps),
-        gather_taps(tables.slope_y, taps),
-        taps,
-    )
+    return FeatureSamples(gather_taps(tables.values, taps), taps)
 
 
 def position_gradient(
-    sampled: SampledFeatures,
-    feature_gradient: Sequence[PairGradient],
     tables: FeatureTables,
+    taps: BilinearTaps,
+    feature_gradient: Sequence[PairGradient],
     image_size: tuple[int, int],
     n_views: int,
 ) -> torch.Tensor:
     """Gradient with respect to the image position (u, v) of each point, from the gradient of the sampled features.
 
-    ``d/du = sum_c g_c * slope_x_c * (w - 1) / (W - 1)`` (and the same along v with the heights): the slope is
-    per feature-map pixel, and a feature-map pixel spans (W - 1) / (w - 1) image pixels (align_corners=True).
+    The slopes are sampled at the features' taps, as :class:`FeatureGradientSample`'s backward samples them:
+    ``d/du = sum_c g_c * slope_x_c * (w - 1) / (W - 1)`` (and the same along v with the heights): a slope is per
+    feature-map pixel, and a feature-map pixel spans (W - 1) / (w - 1) image pixels (align_corners=True).
 
     Args:
-        sampled: the samples of :func:`sample_features_and_slopes` (N * V * m points).
-        feature_gradient: the gradient with respect to ``sampled.values``, per view pair
+        tables: the maps the features were sampled from. taps: :attr:`FeatureSamples.taps` (N * V * m points).
+        feature_gradient: the gradient with respect to the sampled features, per view pair
             (:func:`~models.nrmvs.energy.feature_metric_energy_and_gradient`), each (N, m, C).
         n_views: V.
     Returns:
         (N, V, m, 2) gradient with respect to (u, v) in image pixels.
     """
     height, width = image_size
-    n_samples, num_vertices = feature_gradient[0].difference.shape[:2]
-    slopes = [table.view(n_samples, n_views, num_vertices, -1) for table in (sampled.slope_x, sampled.slope_y)]
-    gradient = sampled.values.new_zeros(n_samples, n_views, num_vertices, 2)
-    for pair in feature_gradient:
-        for view, sign in ((pair.first, 1.0), (pair.second, -1.0)):
-            for axis, slope in enumerate(slopes):
-                gradient[:, view, :, axis].add_(torch.linalg.vecdot(slope[:, view], pair.difference), alpha=sign)
+    n_samples, num_vertices, channels = feature_gradient[0].difference.shape
+    gradient = feature_gradient[0].difference.new_zeros(n_samples, n_views, num_vertices, 2)
+    # one axis at a time: only one (P, C) sample of slopes is alive
+    for axis, table in enumerate((tables.slope_x, tables.slope_y)):
+        slopes = gather_taps(table, taps).view(n_samples, n_views, num_vertices, channels)
+        for pair in feature_gradient:
+            for view, sign in ((pair.first, 1.0), (pair.second, -1.0)):
+                gradient[:, view, :, axis].add_(channel_dot(slopes[:, view], pair.difference), alpha=sign)
+        del slopes
     # the same chain of factors as the autograd path: d pixel / d grid, then d grid / d image position
     scale_u = (tables.width - 1) / 2 * (2.0 / (width - 1))
     scale_v = (tables.height - 1) / 2 * (2.0 / (height - 1))
-    return gradient * gradient.new_tensor([scale_u, scale_v])
+    return gradient.mul_(gradient.new_tensor([scale_u, scale_v]))

@@ -9,7 +9,7 @@ from models.nrmvs.feature_sampling import (
     FeatureGradientSample,
     feature_tables,
     position_gradient,
-    sample_features_and_slopes,
+    sample_features,
 )
 from models.nrmvs.point_sampling import bilinear_taps, gather_taps, pixel_table
 
@@ -56,10 +56,10 @@ def test_inference_feature_gradient_is_the_authors_gradient(device):
     visible = (torch.rand(n_samples, n_views, m, generator=generator) > 0.2).to(device)
 
     tables = feature_tables(features)
-    sampled = sample_features_and_slopes(tables, vertices, (image, image))
+    sampled = sample_features(tables, vertices, (image, image))
     values = sampled.values.view(n_samples, n_views, m, channels)
     energy = feature_metric_energy_and_gradient(values, visible)
-    ours = position_gradient(sampled, energy.pairs, tables, (image, image), n_views)
+    ours = position_gradient(tables, sampled.taps, energy.pairs, (image, image), n_views)
 
     image_points = torch.stack([vertices[..., 0] + image / 2, image / 2 - 1.0 - vertices[..., 1]], dim=-1)
     image_points = image_points.requires_grad_(True)
