@@ -226,6 +226,30 @@ class AdaptiveBasisNet(nn.Module):
         self, feat: torch.Tensor, vert: torch.Tensor, vis_mask: torch.Tensor, img_h: int, img_w: int
     ) -> AdaptiveBasis:
         """:meth:`forward` without autograd, on channels-last tensors and table gathers (arguments as there)."""
+        n_smp, n_views = vert.shape[:2]
+        per_view = self.per_view_net(self._uv_input(feat, vert, vis_mask, img_h, img_w))
+        fused = functools.reduce(torch.maximum, per_view.view(n_smp, n_views, *per_view.shape[1:]).unbind(dim=1))
+        del per_view  # each helper's temporaries go as soon as they are used: this runs at BFM size
+        basis_uv = self.net(fused)  # (N, 3K, s, s), the max over views taken elementwise
+        return AdaptiveBasis(self.read_basis(basis_uv), basis_uv)
+
+    @torch.no_grad()
+    def read_basis(self, basis_uv: torch.Tensor) -> torch.Tensor:
+        """The basis (N, 3n, K) from its UV image (N, 3K, s, s): read at every vertex's UV position (bilinear,
+        as :meth:`forward`), plus ``adapBias`` where the basis is initialised from the expression PCA. No autograd."""
+        n_smp, s, n = basis_uv.shape[0], self.size, self.num_vertices
+        offsets = (s * s) * torch.arange(n_smp, device=basis_uv.device).view(n_smp, 1, 1)
+        at_vertices = BilinearTaps((self.uv_tap_index + offsets).view(-1, 4), self.uv_tap_weight.repeat(n_smp, 1))
+        table = pixel_table(basis_uv).to(self.uv_tap_weight.dtype)  # float32 even from a reduced-precision CNN
+        basis = gather_taps(table, at_vertices).view(n_smp, 3 * n, self.n_adap_para)
+        if self.adapBias is not None:
+            basis.add_(self.adapBias)
+        return basis
+
+    def _uv_input(
+        self, feat: torch.Tensor, vert: torch.Tensor, vis_mask: torch.Tensor, img_h: int, img_w: int
+    ) -> torch.Tensor:
+        """The per-view UV images (N * V, C + 3, s, s), channels-last: kept features and scaled positions."""
         n, s = self.num_vertices, self.size
         n_smp, n_views, c, h, w = feat.shape
         b = n_smp * n_views
@@ -244,15 +268,4 @@ class AdaptiveBasisNet(nn.Module):
             ],
             dim=1,
         )
-        uv = uv.view(b, s, s, c + 3).permute(0, 3, 1, 2)  # channels-last (b, C + 3, s, s)
-
-        per_view = self.per_view_net(uv).view(n_smp, n_views, self.n_planes, s, s).unbind(dim=1)
-        fused = functools.reduce(torch.maximum, per_view)  # the max over views, elementwise
-        basis_uv = self.net(fused)  # (N, 3K, s, s)
-
-        offsets = (s * s) * torch.arange(n_smp, device=vert.device).view(n_smp, 1, 1)
-        at_vertices = BilinearTaps((self.uv_tap_index + offsets).view(-1, 4), self.uv_tap_weight.repeat(n_smp, 1))
-        basis = gather_taps(pixel_table(basis_uv), at_vertices).view(n_smp, 3 * n, self.n_adap_para)
-        if self.adapBias is not None:
-            basis.add_(self.adapBias)
-        return AdaptiveBasis(basis, basis_uv)
+        return uv.view(b, s, s, c + 3).permute(0, 3, 1, 2)

@@ -28,6 +28,7 @@ coefficients are written out (chain rule through the weak-perspective camera and
 Both give the same steps up to float32 rounding (tests/nrmvs/test_unrolled.py).
 """
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -45,7 +46,7 @@ from .energy import (
     landmark_energy,
     landmark_energy_and_gradient,
 )
-from .feature_sampling import feature_tables, position_gradient, sample_at_vertices, sample_features_and_slopes
+from .feature_sampling import feature_tables, position_gradient, sample_at_vertices, sample_features
 from .records import LevelRecord, NRMVSResult, StepRecord
 
 
@@ -63,7 +64,8 @@ class FaceTopology(Protocol):
 
 
 class LevelModules(NamedTuple):
-    """The networks of one level: the step-size net and the adaptive-basis net (with its ``apEV`` scales)."""
+    """The networks of one level: the step-size net and the adaptive-basis net (with its ``apEV`` scales and
+    ``read_basis``, :class:`~models.networks.adaptive_basis.AdaptiveBasisNet`)."""
 
     step_net: nn.Module
     basis_net: nn.Module
@@ -247,9 +249,11 @@ class _Level:
         region_visible = mesh.visible[:, :, self.region]
         rows = ((region_visible.sum(dim=1) >= 2).any(dim=0)).nonzero().squeeze(1)
         used = self.region[rows]
-        sampled = sample_features_and_slopes(self.tables, mesh.vertices[:, :, used], image_size)
-        features = sampled.values.view(n_samples, n_views, len(used), self.tables.values.shape[1])
+        samples = sample_features(self.tables, mesh.vertices[:, :, used], image_size)
+        features = samples.values.view(n_samples, n_views, len(used), self.tables.values.shape[1])
         feature = feature_metric_energy_and_gradient(features, region_visible[:, :, rows])
+        taps = samples.taps
+        del samples, features  # the pair differences hold what the gradient needs
         projected = camera.to_image(mesh.vertices, height, width)[..., :2]
         landmark = landmark_energy_and_gradient(
             projected,
@@ -261,7 +265,7 @@ class _Level:
         )
         # d energy / d image position (u, v) of every vertex, then to camera space: u = x + W/2, v = H/2 - 1 - y
         image_grad = landmark.gradient.mul_(config.landmark_weight * n_samples)
-        feature_grad = position_gradient(sampled, feature.pairs, self.tables, image_size, n_views)
+        feature_grad = position_gradient(self.tables, taps, feature.pairs, image_size, n_views)
         image_grad.index_add_(2, used, feature_grad.mul_(config.feature_weight * n_samples))
         posed_grad = torch.stack(
             [image_grad[..., 0], -image_grad[..., 1], torch.zeros_like(image_grad[..., 0])], dim=-1
@@ -296,17 +300,28 @@ def unrolled_optimisation(
             recorded tensor is detached and no autograd graph is built.
     Returns:
         :class:`~models.nrmvs.records.NRMVSResult`.
+
+    Under ``torch.autocast`` (the reduced-precision mode) only the adaptive-basis CNNs run in reduced precision:
+    the vertices, the energy and its gradients stay in the dtype of ``images`` (feature maps are cast to it).
     """
     if len(level_modules) != len(config.levels):
         raise ValueError(f"{len(level_modules)} level modules for {len(config.levels)} configured levels")
-    if create_graph:
-        return _optimise(
-            face, energy_features, basis_features, level_modules, images, raw_images, landmarks, pose, config, True
-        )
-    with torch.no_grad():
-        return _optimise(
-            face, energy_features, basis_features, level_modules, images, raw_images, landmarks, pose, config, False
-        )
+    device = images.device.type
+    cnn_precision = _AutocastState(torch.is_autocast_enabled(device), torch.get_autocast_dtype(device), device)
+    arguments = (face, energy_features, basis_features, level_modules, images, raw_images, landmarks, pose, config)
+    with torch.autocast(device, enabled=False), torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+        return _optimise(*arguments, cnn_precision=cnn_precision, create_graph=create_graph)
+
+
+class _AutocastState(NamedTuple):
+    """The caller's autocast state for ``device``, restored around the adaptive-basis CNNs."""
+
+    enabled: bool
+    dtype: torch.dtype
+    device: str
+
+    def context(self) -> torch.autocast:
+        return torch.autocast(self.device, dtype=self.dtype, enabled=self.enabled)
 
 
 def _optimise(
@@ -319,6 +334,7 @@ def _optimise(
     landmarks: torch.Tensor,
     pose: torch.Tensor,
     config: NRMVSConfig,
+    cnn_precision: _AutocastState,
     create_graph: bool,
 ) -> NRMVSResult:
     # Inference records detached tensors so that finished steps do not keep their graphs alive.
@@ -339,54 +355,90 @@ def _optimise(
         initial_raw_colors=sample_at_vertices(raw_images, vertices.detach(), image_size),
     )
 
-    pose = pose.detach()
+    mesh = _Mesh(vertices, None, visible, full_visible, None)
+    variables = _Variables(shape_coeffs, pose.detach(), None)
     frozen_delta = torch.zeros_like(vertices)
-    delta = None
     for level, modules in zip(config.levels, level_modules, strict=True):
-        feature_map = energy_features[level.level]
-        basis_map = basis_features[level.level]
-        feature_map = feature_map.view(n_samples, n_views, *feature_map.shape[1:])
-        basis_map = basis_map.view(n_samples, n_views, *basis_map.shape[1:])
-        if delta is not None:
-            frozen_delta = frozen_delta + delta.detach()
-        basis_net = modules.basis_net
-        basis = basis_net(basis_map, vertices.detach(), visible.unsqueeze(2), height, width).basis
-        record = LevelRecord(level=level.level, adaptive_basis=keep(basis))
-        vertex_model = _VertexModel(face, basis, basis_net.apEV, frozen_delta)
-        context = _Level(face, vertex_model, feature_map, landmarks, config, create_graph)
-
-        adaptive = torch.zeros(n_samples, n_views, config.num_adaptive, 1, device=images.device, dtype=images.dtype)
-        variables = _Variables(shape_coeffs.detach(), pose.detach(), adaptive)
-        if create_graph:
-            variables = _Variables(*(tensor.requires_grad_(True) for tensor in variables))
-        mesh = context.mesh(variables)
-
-        for _ in range(config.steps_per_level):
-            step = context.gradient(mesh, variables, image_size)
-            variables, raw_step = _descend(modules, level, step, variables, create_graph)
-            colors = sample_at_vertices(images, mesh.vertices.detach(), image_size)
-            mesh = context.mesh(variables)
-            record.steps.append(
-                StepRecord(
-                    shape_coeffs=keep(variables.shape),
-                    pose=keep(variables.pose),
-                    adaptive_coeffs=keep(variables.adaptive),
-                    vertices=keep(mesh.vertices),
-                    image_vertices=keep(camera.to_image(mesh.vertices, height, width)),
-                    visible=mesh.visible,
-                    full_visible=mesh.full_visible,
-                    colors=colors,
-                    raw_step_size=keep(raw_step),
-                    delta_vertices=keep(mesh.delta),
-                    feature_energy=step.feature_term.value.detach(),
-                    landmark_energy=step.landmark_term.value.detach(),
-                )
-            )
-        vertices, delta, visible = mesh.vertices, mesh.delta, mesh.visible
-        shape_coeffs, pose = variables.shape, variables.pose
-        record.final_colors = sample_at_vertices(raw_images, vertices.detach(), image_size)
+        if mesh.delta is not None:
+            frozen_delta = frozen_delta + mesh.delta.detach()
+        maps = [pyramid[level.level].to(images.dtype) for pyramid in (energy_features, basis_features)]
+        maps = [feature.view(n_samples, n_views, *feature.shape[1:]) for feature in maps]
+        record, mesh, variables = _run_level(
+            face,
+            level,
+            modules,
+            maps,
+            mesh,
+            variables,
+            frozen_delta,
+            (images, raw_images, landmarks),
+            config,
+            cnn_precision,
+            create_graph,
+        )
         result.levels.append(record)
     return result
+
+
+def _run_level(
+    face: FaceTopology,
+    level: LevelConfig,
+    modules: LevelModules,
+    maps: Sequence[torch.Tensor],
+    mesh: _Mesh,
+    variables: _Variables,
+    frozen_delta: torch.Tensor,
+    views: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: NRMVSConfig,
+    cnn_precision: _AutocastState,
+    create_graph: bool,
+) -> tuple[LevelRecord, _Mesh, _Variables]:
+    """One level from ``mesh`` / ``variables`` (the previous level's last ones); returns its record and its last
+    mesh and variables. ``maps``: the level's energy and basis feature maps, each (N, V, C, h, w); ``views``:
+    the images, the raw images and the landmarks."""
+    keep = (lambda tensor: tensor) if create_graph else torch.Tensor.detach
+    images, raw_images, landmarks = views
+    n_samples, n_views, _, height, width = images.shape
+    image_size = (height, width)
+    feature_map, basis_map = maps
+    basis_net = modules.basis_net
+    with cnn_precision.context():
+        basis, basis_uv = basis_net(basis_map, mesh.vertices.detach(), mesh.visible.unsqueeze(2), height, width)
+    # inference records the compact UV form (see LevelRecord); the basis itself lives while the level runs
+    recorded = basis if create_graph else functools.partial(basis_net.read_basis, basis_uv)
+    record = LevelRecord(level=level.level, adaptive_basis=recorded)
+    vertex_model = _VertexModel(face, basis, basis_net.apEV, frozen_delta)
+    context = _Level(face, vertex_model, feature_map, landmarks, config, create_graph)
+
+    adaptive = torch.zeros(n_samples, n_views, config.num_adaptive, 1, device=images.device, dtype=images.dtype)
+    variables = _Variables(variables.shape.detach(), variables.pose.detach(), adaptive)
+    if create_graph:
+        variables = _Variables(*(tensor.requires_grad_(True) for tensor in variables))
+    mesh = context.mesh(variables)
+
+    for _ in range(config.steps_per_level):
+        step = context.gradient(mesh, variables, image_size)
+        variables, raw_step = _descend(modules, level, step, variables, create_graph)
+        colors = sample_at_vertices(images, mesh.vertices.detach(), image_size)
+        mesh = context.mesh(variables)
+        record.steps.append(
+            StepRecord(
+                shape_coeffs=keep(variables.shape),
+                pose=keep(variables.pose),
+                adaptive_coeffs=keep(variables.adaptive),
+                vertices=keep(mesh.vertices),
+                image_vertices=keep(camera.to_image(mesh.vertices, height, width)),
+                visible=mesh.visible,
+                full_visible=mesh.full_visible,
+                colors=colors,
+                raw_step_size=keep(raw_step),
+                delta_vertices=keep(mesh.delta),
+                feature_energy=step.feature_term.value.detach(),
+                landmark_energy=step.landmark_term.value.detach(),
+            )
+        )
+    record.final_colors = sample_at_vertices(raw_images, mesh.vertices.detach(), image_size)
+    return record, mesh, variables
 
 
 def _descend(
