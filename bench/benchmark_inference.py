@@ -3,6 +3,7 @@
     python -m bench.benchmark_inference                     # every configuration, one subprocess each
     python -m bench.benchmark_inference --size bfm --views 3 --device cuda
     python -m bench.benchmark_inference --size bfm --views 2 --precision bfloat16
+    python -m bench.benchmark_inference --original ORIG --original-path STUBS --views 2   # side by side
 
 Sizes: ``reference`` = a 60 x 60 synthetic grid face (3,600 vertices, as ../shared/reference), ``bfm`` = a
 231 x 231 grid face (53,361 vertices, 105,800 triangles: the BFM's size and triangle density) and ``bfm53215`` =
@@ -13,6 +14,12 @@ RSS is its own; the time is the median of ``--repeats`` forward passes after one
 process is reported next to it: on a loaded machine it is the steadier figure). ``--precision`` runs the
 convolutional networks under autocast (the opt-in reduced-precision mode) and reports the largest and mean
 vertex difference to the float32 result of the same process. Not a test: numbers depend on the machine.
+
+``--original ORIG`` times the authors' code (a scratch copy, nothing of it in this repository; ``--original-path``
+folders hold stubs of modules it imports but does not use) against this project on the same ``bfm53215`` model
+(written in the face3d layout with tests/face3d_writer.py), the same rule-built weights (loaded strictly into
+theirs) and the same inputs, one process each (bench/original_runner.py runs theirs), and prints the speed-up
+(wall and CPU time), both peak RSS and the difference of the last step's vertices.
 """
 
 import argparse
