@@ -417,7 +417,7 @@ def test_ctrl_c_and_sigterm_leave_no_partial_case(tmp_path, monkeypatch):
     case = _generated_case(tmp_path / "in" / "case2")
     out = tmp_path / "out"
 
-    def interrupted(self, folder, overwrite=False):
+    def interrupted(self, folder, overwrite=False, exports=None):
         with staged_directory(Path(folder), overwrite) as staging:
             (staging / "half.obj").write_text("half")
             raise KeyboardInterrupt
@@ -428,7 +428,7 @@ def test_ctrl_c_and_sigterm_leave_no_partial_case(tmp_path, monkeypatch):
     assert run.stderr.strip().splitlines()[-1].startswith("interrupted")
     assert not out.exists()
 
-    def terminated(self, folder, overwrite=False):
+    def terminated(self, folder, overwrite=False, exports=None):
         with staged_directory(Path(folder), overwrite) as staging:
             (staging / "half.obj").write_text("half")
             os.kill(os.getpid(), signal.SIGTERM)
