@@ -13,8 +13,14 @@ Coordinate conventions (as the original):
 * image space: ``u = x + W/2``, ``v = H - (y + H/2) - 1`` (x right, y down, pixel centres 0 .. W-1);
 * ``grid_sample`` coordinates: ``u / (W - 1) * 2 - 1`` with ``align_corners=True``, i.e. the
   image-space pixel range maps onto the feature map's corner pixels whatever its resolution.
+
+Without autograd (inference) the same computation runs on channels-last tensors: the samples at the
+vertices, the UV splat and the read-back are gathers of table rows at precomputed bilinear / barycentric
+taps (:mod:`models.nrmvs.point_sampling`), and the CNNs see channels-last inputs, which oneDNN convolves
+faster. Same values up to float32 rounding.
 """
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -22,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..geometry.camera import image_to_grid, to_image
+from ..nrmvs.point_sampling import BilinearTaps, bilinear_taps, gather_taps, pixel_table
 from .blocks import BasicBlockGN
 
 # Initial scale of the adaptive coefficients for bases not initialised from the expression PCA
@@ -145,6 +152,15 @@ class AdaptiveBasisNet(nn.Module):
         self.register_buffer(
             "outside_face", (~face_region_mask.to(torch.bool)).to(torch.float32).view(1, 1, 1, n), persistent=False
         )
+        # Per-level constants of the inference path: the bilinear taps of every vertex's UV position in the
+        # s x s basis image, and each UV pixel's three vertices and weights as splat taps.
+        uv_taps = bilinear_taps(uv_grid.view(1, n, 2), s, s)
+        self.register_buffer("uv_tap_index", uv_taps.index, persistent=False)
+        self.register_buffer("uv_tap_weight", uv_taps.weight, persistent=False)
+        self.register_buffer("splat_tap_index", pixel_vert_idx.to(torch.int64).reshape(s * s, 3), persistent=False)
+        self.register_buffer(
+            "splat_tap_weight", pixel_vert_weights.to(torch.float32).reshape(s * s, 3), persistent=False
+        )
 
     def denormalize(self, ap_norm: torch.Tensor) -> torch.Tensor:
         """Normalised adaptive coefficients (B, K, 1) -> coefficients ``ap_norm * apEV`` (B, K, 1)."""
@@ -178,6 +194,8 @@ class AdaptiveBasisNet(nn.Module):
                 f"AdaptiveBasisNet expects feat (N, V, C, H, W), vert (N, V, {n}, 3) and vis_mask "
                 f"(N, V, 1, {n}); got {tuple(feat.shape)}, {tuple(vert.shape)} and {tuple(vis_mask.shape)}."
             )
+        if not torch.is_grad_enabled():
+            return self._forward_inference(feat, vert, vis_mask, img_h, img_w)
         c = feat.shape[2]
         b = n_smp * n_views
 
@@ -203,3 +221,51 @@ class AdaptiveBasisNet(nn.Module):
         if self.adapBias is not None:
             basis = basis + self.adapBias
         return AdaptiveBasis(basis, basis_uv)
+
+    def _forward_inference(
+        self, feat: torch.Tensor, vert: torch.Tensor, vis_mask: torch.Tensor, img_h: int, img_w: int
+    ) -> AdaptiveBasis:
+        """:meth:`forward` without autograd, on channels-last tensors and table gathers (arguments as there)."""
+        n_smp, n_views = vert.shape[:2]
+        per_view = self.per_view_net(self._uv_input(feat, vert, vis_mask, img_h, img_w))
+        fused = functools.reduce(torch.maximum, per_view.view(n_smp, n_views, *per_view.shape[1:]).unbind(dim=1))
+        del per_view  # each helper's temporaries go as soon as they are used: this runs at BFM size
+        basis_uv = self.net(fused)  # (N, 3K, s, s), the max over views taken elementwise
+        return AdaptiveBasis(self.read_basis(basis_uv), basis_uv)
+
+    @torch.no_grad()
+    def read_basis(self, basis_uv: torch.Tensor) -> torch.Tensor:
+        """The basis (N, 3n, K) from its UV image (N, 3K, s, s): read at every vertex's UV position (bilinear,
+        as :meth:`forward`), plus ``adapBias`` where the basis is initialised from the expression PCA. No autograd."""
+        n_smp, s, n = basis_uv.shape[0], self.size, self.num_vertices
+        offsets = (s * s) * torch.arange(n_smp, device=basis_uv.device).view(n_smp, 1, 1)
+        at_vertices = BilinearTaps((self.uv_tap_index + offsets).view(-1, 4), self.uv_tap_weight.repeat(n_smp, 1))
+        table = pixel_table(basis_uv).to(self.uv_tap_weight.dtype)  # float32 even from a reduced-precision CNN
+        basis = gather_taps(table, at_vertices).view(n_smp, 3 * n, self.n_adap_para)
+        if self.adapBias is not None:
+            basis.add_(self.adapBias)
+        return basis
+
+    def _uv_input(
+        self, feat: torch.Tensor, vert: torch.Tensor, vis_mask: torch.Tensor, img_h: int, img_w: int
+    ) -> torch.Tensor:
+        """The per-view UV images (N * V, C + 3, s, s), channels-last: kept features and scaled positions."""
+        n, s = self.num_vertices, self.size
+        n_smp, n_views, c, h, w = feat.shape
+        b = n_smp * n_views
+        grid = image_to_grid(to_image(vert, img_h, img_w)[..., :2], img_h, img_w).reshape(b, n, 2)
+        sampled = gather_taps(pixel_table(feat.reshape(b, c, h, w)), bilinear_taps(grid, h, w))  # (b * n, C)
+        positions = (vert / (img_h + img_w) * 2.0).reshape(b * n, 3)
+        # Features survive on visible vertices and outside the face region (a 0/1 factor per vertex and view,
+        # folded into the splat weights: exact); the positions are splatted unmasked.
+        keep = (vis_mask.to(sampled.dtype) + self.outside_face).view(b * n)
+        index = (self.splat_tap_index + n * torch.arange(b, device=vert.device).view(b, 1, 1)).view(-1, 3)
+        weight = self.splat_tap_weight.repeat(b, 1)
+        uv = torch.cat(
+            [
+                gather_taps(sampled, BilinearTaps(index, weight * keep[index])),
+                gather_taps(positions, BilinearTaps(index, weight)),
+            ],
+            dim=1,
+        )
+        return uv.view(b, s, s, c + 3).permute(0, 3, 1, 2)

@@ -113,25 +113,33 @@ class NRMVSOptimization(nn.Module):
             images: (N, V, 3, H, W) ImageNet-normalised views. raw_images: the same in [0, 1].
             landmarks: (N, V, 68, 2) landmarks in pixels (x right, y down).
             pose: (N, V, 6) initial normalised pose (the regressor's).
-            create_graph: keep second-order graphs through the gradient steps (training).
+            create_graph: keep second-order graphs through the gradient steps (training). Without it
+                (inference) nothing is differentiable: everything runs without autograd, the convolutions
+                on channels-last tensors.
         Returns:
             :class:`~models.nrmvs.records.NRMVSResult`.
         """
-        n_samples, n_views, channels, height, width = images.shape
-        features = self.rgb_net(images.reshape(n_samples * n_views, channels, height, width))
-        backbone = features[:FPN_BACKBONE_MAPS]
-        return unrolled_optimisation(
-            self.face,
-            self.fpn(backbone),
-            self.basis_fpn(backbone),
-            self.level_modules,
-            images,
-            raw_images,
-            landmarks,
-            pose,
-            self.config,
-            create_graph=create_graph,
-        )
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            n_samples, n_views, channels, height, width = images.shape
+            flat = images.reshape(n_samples * n_views, channels, height, width)
+            energy_pyramid, basis_pyramid = self._pyramids(flat if create_graph else _channels_last(flat))
+            return unrolled_optimisation(
+                self.face,
+                energy_pyramid,
+                basis_pyramid,
+                self.level_modules,
+                images,
+                raw_images,
+                landmarks,
+                pose,
+                self.config,
+                create_graph=create_graph,
+            )
+
+    def _pyramids(self, images: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The two feature pyramids of (B, 3, H, W) images (the backbone maps are freed on return)."""
+        backbone = self.rgb_net(images)[:FPN_BACKBONE_MAPS]
+        return self.fpn(backbone), self.basis_fpn(backbone)
 
 
 class FNRMVSNet(nn.Module):
@@ -168,6 +176,8 @@ class FNRMVSNet(nn.Module):
         raw_images: torch.Tensor,
         landmarks: torch.Tensor,
         create_graph: bool | None = None,
+        *,
+        reduced_precision: torch.dtype | None = None,
     ) -> "FNRMVSOutput":
         """Reconstruct one mesh per view.
 
@@ -177,9 +187,16 @@ class FNRMVSNet(nn.Module):
             landmarks: (N, V, 68, 2) iBUG landmarks in pixels of the 256 crop (x right, y down).
             create_graph: keep second-order graphs through the gradient steps; defaults to
                 ``self.training`` (the authors' ``create_graph=self.training``).
+            reduced_precision: opt-in: run the convolutional networks under ``torch.autocast`` with this
+                dtype (``torch.bfloat16`` on CPU, ``torch.float16`` or ``torch.bfloat16`` on CUDA); the
+                optimisation's vertices, energy and gradients stay in float32. None (default): float32
+                throughout, the faithful mode. Calling the model inside ``torch.autocast`` does the same.
         Returns:
             :class:`FNRMVSOutput`.
         """
+        if reduced_precision is not None:
+            with torch.autocast(images.device.type, dtype=reduced_precision):
+                return self.forward(images, raw_images, landmarks, create_graph)
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"images must have shape (N, V, 3, H, W), got {tuple(images.shape)}")
         if raw_images.shape != images.shape:
@@ -191,11 +208,12 @@ class FNRMVSNet(nn.Module):
             raise ValueError(
                 f"DFNRMVS needs at least {MIN_VIEWS} views per sample (the feature-metric term compares views)"
             )
-        with torch.no_grad():
-            regression = self.regressor(images)
         if create_graph is None:
             create_graph = self.training
-        result = self.opt_layer(images, raw_images, landmarks, regression.pose, create_graph=create_graph)
+        with torch.no_grad():
+            regression = self.regressor(images if create_graph else _channels_last(images))
+        pose = regression.pose.to(images.dtype)  # float32 also when the regressor ran under autocast
+        result = self.opt_layer(images, raw_images, landmarks, pose, create_graph=create_graph)
         face = self.opt_layer.face
         corrected = [
             correct_landmark_vertices(
@@ -207,6 +225,13 @@ class FNRMVSNet(nn.Module):
             for level in result.levels
         ]
         return FNRMVSOutput(regression=regression, optimisation=result, corrected_vertices=corrected)
+
+
+def _channels_last(images: torch.Tensor) -> torch.Tensor:
+    """Images (..., C, H, W) in channels-last memory order (oneDNN's fastest CPU convolutions); same values."""
+    if images.dim() == 5:
+        return images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 @dataclass

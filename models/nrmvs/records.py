@@ -1,5 +1,6 @@
 """What the learned optimisation records at each stage (N samples, V views, n vertices)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,15 +33,33 @@ class StepRecord:
     landmark_energy: torch.Tensor
 
 
-@dataclass
 class LevelRecord:
     """One pyramid level: its adaptive basis (N, 3n, 64), its steps, and colours (N, V, 3, n) of the
-    [0, 1] images at the level's final vertices."""
+    [0, 1] images at the level's final vertices.
 
-    level: int
-    adaptive_basis: torch.Tensor
-    steps: list[StepRecord] = field(default_factory=list)
-    final_colors: torch.Tensor | None = None
+    ``adaptive_basis`` may be given as a function that computes it: inference records the basis in its
+    compact UV form and expands it on first access, so that finished levels do not each hold an (N, 3n, 64)
+    tensor while the next ones run (41 MB per level at the BFM's size).
+    """
+
+    def __init__(
+        self,
+        level: int,
+        adaptive_basis: torch.Tensor | Callable[[], torch.Tensor],
+        steps: list[StepRecord] | None = None,
+        final_colors: torch.Tensor | None = None,
+    ) -> None:
+        self.level = level
+        self._adaptive_basis = adaptive_basis
+        self.steps = [] if steps is None else steps
+        self.final_colors = final_colors
+
+    @property
+    def adaptive_basis(self) -> torch.Tensor:
+        """(N, 3n, 64) the level's adaptive basis, rows x0, y0, z0, x1, ... (expression basis added at level 2)."""
+        if not isinstance(self._adaptive_basis, torch.Tensor):
+            self._adaptive_basis = self._adaptive_basis()
+        return self._adaptive_basis
 
 
 @dataclass

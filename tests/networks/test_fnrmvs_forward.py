@@ -89,6 +89,26 @@ def test_forward_on_the_device(tiny_mm, tiny_net, device):
     torch.testing.assert_close(output, reference, rtol=0, atol=5e-3)
 
 
+def test_reduced_precision_is_opt_in_and_stays_near_float32(tiny_net):
+    """bfloat16 autocast (the opt-in mode) runs the CNNs in bfloat16: float32 results near the float32 ones,
+    the same as calling the model under ``torch.autocast``; the default stays float32."""
+    inputs = _inputs(tiny_net, 1, 2, seed=4)
+    tiny_net.eval()
+    with torch.no_grad():
+        reference = tiny_net(*inputs)
+        reduced = tiny_net(*inputs, reduced_precision=torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            in_context = tiny_net(*inputs)
+        again = tiny_net(*inputs)
+    assert reduced.vertices.dtype == torch.float32 and torch.isfinite(reduced.vertices).all()
+    assert reduced.optimisation.levels[-1].adaptive_basis.dtype == torch.float32
+    torch.testing.assert_close(in_context.vertices, reduced.vertices, rtol=0, atol=0)
+    torch.testing.assert_close(again.vertices, reference.vertices, rtol=0, atol=0)
+    difference = (reduced.vertices - reference.vertices).abs()
+    # bfloat16 keeps 8 bits of mantissa: the mesh moves, but by pixels, not by the face's size (~100 px)
+    assert 1e-3 < difference.max() < 16.0 and difference.mean() < 4.0
+
+
 def test_input_checks(tiny_net):
     images, raw, landmarks = _inputs(tiny_net, 1, 2)
     with pytest.raises(ValueError, match="at least 2 views"):

@@ -301,3 +301,23 @@ def test_invisible_face_features_are_dropped() -> None:
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     c = net(torch.randn(1, 2, 8, 12, 12), vert, torch.ones_like(hidden), 256, 256).basis
     assert not torch.allclose(a, c)
+
+
+def test_adaptive_basis_inference_path_matches_the_autograd_path() -> None:
+    """Without autograd the basis comes from table gathers on channels-last tensors: the same values."""
+    torch.manual_seed(0)
+    n, size = 40, 16
+    feat = torch.randn(2, 3, 8, 10, 10)
+    vert = torch.randn(2, 3, n, 3) * 60.0
+    vis = torch.rand(2, 3, 1, n) > 0.5
+    for exp_init in (True, False):
+        net = _small_basis_net(n, size, exp_init=exp_init)
+        torch.nn.init.normal_(net.net[-1].weight)  # a basis beyond the expression initialisation
+        reference = net(feat, vert, vis, 256, 256)
+        with torch.no_grad():
+            ours = net(
+                feat.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(feat), vert, vis, 256, 256
+            )
+        torch.testing.assert_close(ours.basis, reference.basis.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours.basis_uv, reference.basis_uv.detach(), rtol=1e-5, atol=1e-5)
+        assert ours.basis_uv.is_contiguous(memory_format=torch.channels_last)

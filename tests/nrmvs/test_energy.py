@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from models.geometry import camera
-from models.nrmvs.energy import CONTOUR_LANDMARKS, feature_metric_energy, landmark_energy
+from models.nrmvs.energy import (
+    CONTOUR_LANDMARKS,
+    feature_metric_energy,
+    feature_metric_energy_and_gradient,
+    landmark_energy,
+    landmark_energy_and_gradient,
+)
 from models.nrmvs.feature_sampling import FeatureGradientSample, central_difference_gradients, sample_at_vertices
 
 
@@ -121,3 +127,40 @@ def test_dynamic_contour_landmarks_use_the_closest_visible_vertex(device):
     expected = fixed_error.mean() + dynamic_error / (2 * 68)
     torch.testing.assert_close(term.value, expected)
     assert 3 in CONTOUR_LANDMARKS and 30 not in CONTOUR_LANDMARKS
+
+
+def test_feature_energy_gradient_is_autograd_of_the_energy(device):
+    """The hand-written gradient (inference) against autograd of feature_metric_energy (training), float64."""
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 3, 30, 5, generator=generator, dtype=torch.float64).to(device)
+    visible = (torch.rand(2, 3, 30, generator=generator) > 0.3).to(device)
+    leaf = features.transpose(2, 3).contiguous().requires_grad_(True)  # autograd's layout: (N, V, C, n)
+    term = feature_metric_energy(leaf, visible)
+    (expected,) = torch.autograd.grad(term.value, leaf)
+    ours = feature_metric_energy_and_gradient(features.clone(), visible)
+    torch.testing.assert_close(ours.term.value, term.value.detach())
+    torch.testing.assert_close(ours.term.abs_residuals, term.abs_residuals.detach())
+    torch.testing.assert_close(ours.dense(), expected.transpose(2, 3))
+    assert expected.abs().sum() > 0
+
+
+def test_landmark_energy_gradient_is_autograd_of_the_energy(device):
+    vertices, landmarks, indices, n = _landmark_setup()
+    vertices = vertices.double()
+    landmarks = landmarks.double()
+    generator = torch.Generator().manual_seed(5)
+    landmark_visible = torch.rand(1, 2, 68, generator=generator) > 0.4  # some contour landmarks go dynamic
+    region = torch.rand(1, 2, n, generator=generator) > 0.5
+    inputs = [t.to(device) for t in (vertices, landmarks, indices, landmark_visible, region)]
+    leaf = inputs[0].clone().requires_grad_(True)
+    term = landmark_energy(leaf, *inputs[1:], (256, 200))
+    (expected,) = torch.autograd.grad(term.value, leaf)
+    projected = camera.to_image(inputs[0], 256, 200)[..., :2]
+    ours = landmark_energy_and_gradient(projected, *inputs[1:], (256, 200))
+    torch.testing.assert_close(ours.term.value, term.value.detach())
+    torch.testing.assert_close(ours.term.abs_residuals, term.abs_residuals.detach())
+    # image (u, v) -> camera (x, y): u = x + W/2, v = H/2 - 1 - y
+    torch.testing.assert_close(ours.gradient[..., 0], expected[..., 0])
+    torch.testing.assert_close(ours.gradient[..., 1], -expected[..., 1])
+    dynamic = ~(landmark_visible[0, 0, list(CONTOUR_LANDMARKS)])
+    assert dynamic.any() and torch.count_nonzero(ours.gradient[0, 0].abs().sum(-1)) > 56
