@@ -104,7 +104,7 @@ def build_model(
 
 def prepare_out(config: TrainConfig, context: DistributedContext) -> Path:
     """The output folder, refusing one that holds an earlier run unless resuming or ``--overwrite``
-    (which removes that run's files); rank 0 creates it and writes ``config.json``."""
+    (which removes that run's files). Nothing is written: see :func:`start_out`."""
     out = Path(config.out)
     earlier = [name for name in RUN_FILES if (out / name).exists()] + [p.name for p in out.glob(EPOCH_MODEL_GLOB)]
     if earlier and not config.resume:
@@ -117,10 +117,16 @@ def prepare_out(config: TrainConfig, context: DistributedContext) -> Path:
             for name in earlier:
                 (out / name).unlink()
     barrier(context)
+    return out
+
+
+def start_out(config: TrainConfig, out: Path, context: DistributedContext) -> None:
+    """Rank 0 creates the output folder and writes ``config.json``, once the inputs have loaded (a run
+    refused for a bad data folder or model leaves nothing that would block its corrected rerun)."""
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_COPY).write_text(config.to_json())
-    return out
+    barrier(context)
 
 
 def train(config: TrainConfig, model_factory: ModelFactory | None = None) -> TrainResult:
@@ -144,6 +150,7 @@ def _train(config: TrainConfig, context: DistributedContext, model_factory: Mode
     # Data first: a bad data folder fails before the (slow) model is built.
     train_loader, val_loader, sampler = make_loaders(config, context, morphable_model.num_vertices)
     model, initialised = build_model(config, morphable_model, model_factory)
+    start_out(config, out, context)
     if context.is_main and initialised:
         print(
             "note: untrained optimisation layer: start-up initialisation applied (train/initialisation.py)",

@@ -223,6 +223,7 @@ def test_cli_reports_a_missing_data_folder_in_one_line(
     assert T.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {tmp_path / 'nowhere'}: data folder not found"
+    assert not (tmp_path / "out").exists()  # nothing that would refuse the corrected rerun
 
 
 # -------------------------------------------------------------------------------------------- settings
