@@ -8,10 +8,11 @@ import torch
 from models.face_model.procedural import synthetic_morphable_model
 from models.networks.checkpoint import save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
-from tools.reference_weights import fill_with_reference_rule
 from train.config import TrainConfig
 from train.initialisation import FEATURE_SCALE, INITIAL_STEP_TANH, initialise_for_training, is_untrained
 from train.train import build_model
+
+from .tiny_training import compact
 
 GRID_SIDE = 12
 
@@ -71,7 +72,8 @@ def test_step_sizes_start_below_their_untrained_values(models) -> None:
 
 def test_only_the_pyramid_and_step_outputs_change(models) -> None:
     fresh, initialised = models
-    changed = {k for k, v in initialised.state_dict().items() if not torch.equal(v, fresh.state_dict()[k])}
+    before = fresh.state_dict()
+    changed = {k for k, v in initialised.state_dict().items() if not torch.equal(v, before[k])}
     pyramid = {k for k in changed if k.startswith("opt_layer.fpn.")}
     # coarsest conv; lateral conv and last GroupNorm weight of 5 levels (the GroupNorm biases start at zero)
     assert len(pyramid) == 1 + 2 * 5
@@ -83,23 +85,27 @@ def test_only_the_pyramid_and_step_outputs_change(models) -> None:
 
 
 def test_build_model_leaves_trained_weights_exactly_as_loaded(mm, tmp_path) -> None:
-    """An --init checkpoint with trained step-size nets (here the reference weights) loads unchanged;
-    a never-trained one (a fresh state dict) gets the start-up values."""
-    trained = FNRMVSNet(mm)
-    fill_with_reference_rule(trained)
+    """An --init checkpoint with trained step-size nets (here every weight moved off its initial value, as
+    training does) loads unchanged; a never-trained one (a fresh state dict) gets the start-up values.
+    On the compact network (train/compact_network.py: the same optimisation layer, cheaper backbones)."""
+    torch.manual_seed(0)
+    trained = compact(mm, TrainConfig())
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
     save_state_dict(trained, tmp_path / "trained.pth")
     config = TrainConfig(
         stage="optimizer", data="d", mm="m", out=str(tmp_path / "out"), init=str(tmp_path / "trained.pth")
     )
-    model, initialised = build_model(config, mm)
+    model, initialised = build_model(config, mm, compact)
     assert not initialised
-    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
+    expected = trained.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
 
-    torch.manual_seed(0)
-    save_state_dict(FNRMVSNet(mm), tmp_path / "untrained.pth")
+    save_state_dict(compact(mm, TrainConfig()), tmp_path / "untrained.pth")
     config.init = str(tmp_path / "untrained.pth")
-    model, initialised = build_model(config, mm)
+    model, initialised = build_model(config, mm, compact)
     assert initialised and not is_untrained(model)
     config.initialise = False
-    model, initialised = build_model(config, mm)
+    model, initialised = build_model(config, mm, compact)
     assert not initialised and is_untrained(model)

@@ -287,8 +287,9 @@ def test_regressor_stage_resume_matches_an_uninterrupted_run(assets: dict[str, P
     assert first.losses == uninterrupted.losses[:1]
     assert resumed.losses == uninterrupted.losses[1:]
     assert uninterrupted.losses[1] != uninterrupted.losses[0]
+    resumed_state = resumed.model.state_dict()
     for key, value in uninterrupted.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[key]), key
+        assert torch.equal(value, resumed_state[key]), key
     assert [row.split(",")[0] for row in (parts / TRAIN_LOG).read_text().splitlines()] == ["step", "1", "2"]
 
     # Validation after the epoch (step 2), identical in both runs; mm = px / (pose scale) / 1000 per view.
@@ -309,7 +310,7 @@ def test_regressor_stage_resume_matches_an_uninterrupted_run(assets: dict[str, P
     initial = read_state_dict(assets["init"])
     changed = {k.split(".")[0] for k, v in first.model.state_dict().items() if not torch.equal(v, initial[k])}
     assert changed == {"regressor"}
-    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+    assert all(torch.equal(v, resumed_state[k]) for k, v in first.model.state_dict().items())
 
 
 def test_model_files_are_kept_as_asked(assets: dict[str, Path], tmp_path: Path) -> None:
