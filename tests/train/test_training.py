@@ -234,6 +234,12 @@ BAD_SETTINGS = {
     "nan clipping": (["--clip-grad-norm", "nan"], "--clip-grad-norm must be a finite number, got nan"),
     "negative warm-up": (["--warmup-steps", "-1"], "--warmup-steps must not be negative, got -1"),
     "unknown keep": (["--keep", "last,everything"], "--keep takes a comma-separated list of last, best, epochs"),
+    "zero batch": (["--batch-size", "0"], "--batch-size must be positive, got 0"),
+    "negative epochs": (["--epochs", "-2"], "--epochs must be positive, got -2"),
+    "zero max steps": (["--max-steps", "0"], "--max-steps must be positive, got 0"),
+    "negative workers": (["--workers", "-1"], "--workers must not be negative, got -1"),
+    "negative skips": (["--max-skipped", "-1"], "--max-skipped must not be negative, got -1"),
+    "nan units": (["--model-units-per-mm", "nan"], "--model-units-per-mm must be a finite number, got nan"),
 }
 
 
