@@ -16,6 +16,7 @@ nothing could run (bad arguments, missing model, checkpoint or input, existing o
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -31,8 +32,11 @@ from models.errors import DFNRMVSError, InputError, OutputError
 from models.face_model.morphable_model import MorphableModel
 from models.io.case_outputs import check_target
 from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_detector
+from models.io.mesh_exports import ExportOptions
 from models.io.preprocess import IMAGE_SUFFIXES, LANDMARK_SUFFIXES, first_line
+from models.io.staging import terminate_on_sigterm
 from models.reconstruction import FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
+from models.texture.fusion import DEFAULT_TEXTURE_SIZE, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 # ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
 INPUT_DIR = "examples"  # one case (images of one person) or one subfolder per case
@@ -43,7 +47,8 @@ LANDMARK_BACKEND = "dlib"  # "dlib" (offline) or "fan" (face-alignment, the auth
 DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
 # -------------------------------------------------------------------------------------------------------
 
-# The learned network compares views; the fitting also runs on one view (landmarks and priors only).
+# Exit status after Ctrl-C (128 + SIGINT's number), as shells report it.
+INTERRUPTED_EXIT_STATUS = 130
 LEARNED_MIN_VIEWS = 2
 
 log = logging.getLogger("demo")
@@ -76,12 +81,17 @@ def _natural_key(path: Path) -> list:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The images directly in ``folder`` (natural name order); other files are skipped with a warning."""
+    """The images directly in ``folder`` (natural name order); other files are skipped with a warning.
+
+    Only regular files count: a named pipe or device called ``x.jpg`` would block the read.
+    """
     images = []
     for path in sorted(folder.iterdir(), key=_natural_key):
         if path.is_dir() or path.name.startswith("."):
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            log.warning("skipping %s: not a regular file", path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
             images.append(path)
         elif not (path.suffix.lower() in LANDMARK_SUFFIXES and _is_landmark_companion(path)):
             log.warning("skipping %s: not an image (%s)", path, ", ".join(IMAGE_SUFFIXES))
@@ -96,24 +106,71 @@ def _is_landmark_companion(path: Path) -> bool:
     return any(p.stem == owner.name and p.suffix.lower() in IMAGE_SUFFIXES for p in path.parent.iterdir())
 
 
-def find_cases(input_dir: Path) -> list[Case]:
-    """One case for a folder of images, else one case per subfolder holding images (others are skipped)."""
-    if not input_dir.is_dir():
-        raise DemoError(f"input folder {input_dir} not found")
-    images = list_images(input_dir)
+def _case_folders(input_dir: Path) -> list[Path]:
+    return [f for f in sorted(input_dir.iterdir(), key=_natural_key) if f.is_dir() and not f.name.startswith(".")]
+
+
+def find_cases(input_path: Path) -> list[Case]:
+    """The cases of ``--input``: one photo (one view), a folder of photos (one case), or a folder of case
+    folders (one case each; folders without photos are skipped with a warning).
+
+    Raises:
+        DemoError: the input does not exist, holds nothing to reconstruct, or mixes photos and case folders.
+    """
+    if input_path.is_file():
+        if input_path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DemoError(f"--input {input_path}: not a photo ({', '.join(IMAGE_SUFFIXES)}) nor a folder of photos")
+        return [Case(input_path.stem, input_path.parent, [input_path])]
+    if not input_path.is_dir():
+        raise DemoError(f"--input {input_path}: no such photo or folder")
+    images = list_images(input_path)
+    with_photos = [folder for folder in _case_folders(input_path) if list_images(folder)]
+    if images and with_photos:
+        raise DemoError(
+            f"--input {input_path} mixes photos ({images[0].name}, ...) and case folders ({with_photos[0].name}, ...): "
+            "put each case's photos in its own folder"
+        )
     if images:
-        return [Case(input_dir.resolve().name, input_dir, images)]
+        return [Case(input_path.resolve().name, input_path, images)]
     cases = []
-    for folder in sorted(input_dir.iterdir(), key=_natural_key):
-        if folder.is_dir() and not folder.name.startswith("."):
-            folder_images = list_images(folder)
-            if folder_images:
-                cases.append(Case(folder.name, folder, folder_images))
-            else:
-                log.warning("skipping %s: no images in it", folder)
+    for folder in _case_folders(input_path):
+        if folder in with_photos:
+            cases.append(Case(folder.name, folder, list_images(folder)))
+        else:
+            log.warning("skipping %s: no images in it", folder)
     if not cases:
-        raise DemoError(f"input folder {input_dir} holds no images (nor subfolders of images, one per case)")
+        raise DemoError(f"--input {input_path} holds no images (nor subfolders of images, one per case)")
     return cases
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_output(output: Path, input_path: Path, targets: Sequence[tuple["Case", Path]]) -> None:
+    """Refuse, before any work, an ``--output`` that cannot hold folders or that would hold an input.
+
+    Raises:
+        DemoError: ``--output`` (or a folder above it) is a file or not writable; it equals or contains
+            ``--input``; or a case's output folder is, or contains, one of its photos or its input folder.
+    """
+    existing = next(p for p in (output, *output.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise DemoError(f"--output {output}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise DemoError(f"--output {output}: {existing} is not writable")
+    if _inside(input_path, output):
+        raise DemoError(
+            f"--output {output} would hold its input photos ({input_path}); choose an --output outside the input"
+        )
+    for case, target in targets:
+        if _inside(case.folder, target) or any(_inside(image, target) for image in case.images):
+            raise DemoError(
+                f"--output {output}: the output folder of case {case.name}, {target}, would hold its input "
+                f"photos ({case.folder}); choose an --output outside the input"
+            )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,9 +195,16 @@ def build_reconstructor(checkpoint: str | None, mm_dir: str | None, device: torc
 
 
 def process_case(
-    case: Case, target: Path, reconstructor: Reconstructor, detector: LandmarkDetector, overwrite: bool
+    case: Case,
+    target: Path,
+    reconstructor: Reconstructor,
+    detector: LandmarkDetector,
+    overwrite: bool,
+    exports: ExportOptions | None = None,
+    strict: bool = False,
 ) -> CaseOutcome:
-    """Reconstruct one case and write its outputs (all or nothing)."""
+    """Reconstruct one case and write its outputs (all or nothing); ``exports``: the extra outputs (all);
+    ``strict``: refuse photos of several faces."""
     start = time.perf_counter()
     if len(case.images) < reconstructor.min_views:
         raise InputError(
@@ -149,8 +213,8 @@ def process_case(
         )
     if len(case.images) == 1:
         log.warning("%s: one view only; multi-view consistency needs at least 2 (landmarks and priors only)", case.name)
-    result = reconstruct(case.images, reconstructor, detector, name=case.name)
-    result.save(target, overwrite)
+    result = reconstruct(case.images, reconstructor, detector, name=case.name, strict=strict)
+    result.save(target, overwrite, exports)
     return CaseOutcome(case.name, target, None, time.perf_counter() - start)
 
 
@@ -196,9 +260,74 @@ def build_parser() -> argparse.ArgumentParser:
         help="landmark detector: dlib (offline, bundled models) or fan (face-alignment, the authors' choice; "
         f"needs its downloaded weights) (default: {LANDMARK_BACKEND})",
     )
-    add("--overwrite", action="store_true", help="replace case output folders that already exist")
+    add_export_flags(parser)
+    add(
+        "--overwrite",
+        action="store_true",
+        help="write into existing case output folders (their earlier demo files are replaced, other files kept)",
+    )
+    add(
+        "--strict",
+        action="store_true",
+        help="refuse photos that show several faces (by default the same person is taken in every view, by "
+        "dlib's face descriptor, and the choice is noted in result.json)",
+    )
     add("--verbose", action="store_true", help="debug log lines, and tracebacks of failed cases")
     return parser
+
+
+def _texture_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not MIN_TEXTURE_SIZE <= size <= MAX_TEXTURE_SIZE:
+        raise argparse.ArgumentTypeError(f"{size} is outside {MIN_TEXTURE_SIZE}..{MAX_TEXTURE_SIZE}")
+    return size
+
+
+def add_export_flags(parser: argparse.ArgumentParser) -> None:
+    """The switches of the extra outputs (models/io/mesh_exports.py), all on by default."""
+    on_off = argparse.BooleanOptionalAction
+    add = parser.add_argument
+    add(
+        "--texture",
+        action=on_off,
+        default=True,
+        help="texture.png fused from all views, textured face_textured_view*.obj and vertex-coloured "
+        "face_colored_view*.ply (default: on)",
+    )
+    add(
+        "--albedo",
+        action=on_off,
+        default=True,
+        help="albedo.png beside it: the texture de-lit with a fitted SH shading (default: on, with --texture)",
+    )
+    add(
+        "--texture-size",
+        type=_texture_size,
+        default=DEFAULT_TEXTURE_SIZE,
+        metavar="N",
+        help=f"texels per side of the texture (default: {DEFAULT_TEXTURE_SIZE})",
+    )
+    add(
+        "--model-frame",
+        action=on_off,
+        default=True,
+        help="face_model_mm_view*.obj: each view's mesh in the model's own frame, millimetres (default: on)",
+    )
+    add(
+        "--neutral",
+        action=on_off,
+        default=True,
+        help="face_neutral.obj: the identity with expression zero in the model's frame (mm), with its "
+        "face-region crop and 7 evaluation landmarks (default: on)",
+    )
+
+
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    """The :class:`ExportOptions` the flags of :func:`add_export_flags` select."""
+    return ExportOptions(args.texture, args.texture_size, args.albedo, args.model_frame, args.neutral)
 
 
 class _TqdmHandler(logging.Handler):
@@ -222,11 +351,13 @@ def _configure_logging(verbose: bool) -> None:
 
 
 class DemoSetup(NamedTuple):
-    """What every case uses: (case, output folder) pairs, the method and the landmark detector."""
+    """What every case uses: (case, output folder) pairs, the method, the landmark detector, the extra outputs."""
 
     targets: list[tuple[Case, Path]]
     reconstructor: Reconstructor
     detector: LandmarkDetector
+    exports: ExportOptions = ExportOptions()
+    strict: bool = False
 
 
 def set_up(args: argparse.Namespace) -> DemoSetup:
@@ -239,6 +370,7 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
             raise
         raise DemoError(f"{error}; `python -m tools.make_examples` writes the example cases there") from None
     targets = [(case, Path(args.output) / case.name) for case in cases]
+    check_output(Path(args.output), Path(args.input), targets)
     problems = []
     for case, target in targets:
         try:
@@ -249,15 +381,15 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
         raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
     reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device)
     detector = create_detector(args.landmarks, str(device))
-    return DemoSetup(targets, reconstructor, detector)
+    return DemoSetup(targets, reconstructor, detector, export_options(args), args.strict)
 
 
 def run_case(setup: DemoSetup, case: Case, target: Path, overwrite: bool) -> CaseOutcome:
     """:func:`process_case` with its failure turned into a one-line outcome."""
     start = time.perf_counter()
     try:
-        return process_case(case, target, setup.reconstructor, setup.detector, overwrite)
-    except (InputError, OutputError) as error:
+        return process_case(case, target, setup.reconstructor, setup.detector, overwrite, setup.exports, setup.strict)
+    except DFNRMVSError as error:
         message = str(error)
     except Exception as error:  # an unexpected failure of one case must not stop the others
         log.debug("%s failed", case.name, exc_info=True)
@@ -271,6 +403,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint is not None and args.mm_dir is None:
         parser.error("--checkpoint needs --mm-dir: the 3DMM the checkpoint was trained with")
     _configure_logging(args.verbose)
+    try:
+        with terminate_on_sigterm():
+            return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted: the case being written was discarded; finished cases are kept", file=sys.stderr)
+        return INTERRUPTED_EXIT_STATUS
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Set up, then every case; the exit status of :func:`main`."""
     start = time.perf_counter()
     try:
         setup = set_up(args)

@@ -4,6 +4,9 @@ Predictions (--pred): one sub-folder per case, as the demo writes them; every fi
 --pattern (default face_full_view*.obj, e.g. face_valid_view0.obj for one view) is one prediction:
     PRED_DIR/<case>/face_full_view0.obj
     PRED_DIR/<case>/face_full_view0_landmarks7.txt   (scan protocol only, see below)
+The demo also writes meshes in the model's frame in millimetres, which the depth-aligned metric needs:
+--pattern 'face_model_mm_view*.obj' (per view, with --gt-mesh '..._view{view}.obj'), and the neutral
+identity --pattern face_neutral.obj, with face_neutral_landmarks7.txt beside it for the scan protocol.
 
 Ground truth (--gt), either a folder with one sub-folder per case (file names set by --gt-mesh and
 --gt-landmarks):
@@ -12,6 +15,7 @@ Ground truth (--gt), either a folder with one sub-folder per case (file names se
                                          predictions by view number (e.g. gt_view{view}.obj)
     GT_DIR/<case>/gt_landmarks7.txt      7 rows "x y z" (also .npy or MeshLab .pp); scan protocol
 or a text file with one line "<case> <mesh.obj> [<landmarks>]" per case, paths relative to it.
+Sub-folders without the ground-truth mesh (photo-only cases, e.g. examples/astronaut) are not cases.
 Every ground-truth case needs at least one prediction.
 
 Protocols (--protocol; auto picks "vertex" when a prediction has exactly the ground truth's
@@ -50,6 +54,7 @@ from eval.input_files import read_landmarks, read_vertex_indices
 from eval.metrics import cumulative_curve, same_topology_errors, scan_to_mesh_errors, summarize
 from models.errors import DFNRMVSError
 from models.io.mesh_io import TriangleMesh, read_obj
+from models.io.staging import staged_file
 
 PER_CASE_CSV = "per_case.csv"
 SUMMARY_MARKDOWN = "summary.md"
@@ -85,14 +90,21 @@ class ResultRow(NamedTuple):
     errors: np.ndarray
 
 
+def _holds_ground_truth(folder: Path, mesh_name: str) -> bool:
+    """True when ``folder`` holds its ground-truth mesh (any view's, for a ``{view}`` name)."""
+    if VIEW_PLACEHOLDER in mesh_name:
+        return any(folder.glob(mesh_name.replace(VIEW_PLACEHOLDER, "*")))
+    return (folder / mesh_name).exists()
+
+
 def _cases_from_folder(folder: Path, mesh_name: str, landmarks_name: str) -> list[GroundTruthCase]:
     cases = [
         GroundTruthCase(sub.name, sub / mesh_name, sub / landmarks_name)
         for sub in sorted(folder.iterdir())
-        if sub.is_dir()
+        if sub.is_dir() and _holds_ground_truth(sub, mesh_name)
     ]
     if not cases:
-        raise EvaluationError(f"{folder}: no case sub-folders in the ground-truth folder")
+        raise EvaluationError(f"{folder}: no case sub-folder holds a ground-truth mesh {mesh_name}")
     return cases
 
 
@@ -267,14 +279,18 @@ def run(args: argparse.Namespace) -> str:
             ground_truth = read_obj(view_case.mesh, require_faces=False)
             label = path.relative_to(args.pred).as_posix()
             rows.extend(evaluate_prediction(view_case, ground_truth, path, label, args))
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvaluationError(f"{args.out}: cannot create the output folder ({exc.strerror or exc})") from None
-    write_per_case_csv(rows, args.out / PER_CASE_CSV)
+    if args.out.exists() and not args.out.is_dir():
+        raise EvaluationError(f"{args.out}: --out exists and is not a folder")
     table = summary_markdown(rows)
-    (args.out / SUMMARY_MARKDOWN).write_text(table, encoding="utf-8")
-    plot_cumulative_errors(rows, args.out / CURVE_PNG, args.curve_max_mm)
+    # The three outputs appear together or not at all (e.g. on a full disk).
+    with (
+        staged_file(args.out / PER_CASE_CSV, replace=True) as csv_path,
+        staged_file(args.out / SUMMARY_MARKDOWN, replace=True) as markdown_path,
+        staged_file(args.out / CURVE_PNG, replace=True) as curve_path,
+    ):
+        write_per_case_csv(rows, csv_path)
+        markdown_path.write_text(table, encoding="utf-8")
+        plot_cumulative_errors(rows, curve_path, args.curve_max_mm)
     return table
 
 

@@ -8,10 +8,12 @@ Sub-packages, by concern (dependencies point downwards in this list):
 * :mod:`models.nrmvs`: the learned optimisation's energy, feature sampling, unrolled steps and configuration;
 * :mod:`models.fitting`: the weights-free multi-view fit;
 * :mod:`models.synthesis`: rendered multi-view faces with ground truth (training data, benchmarks);
+* :mod:`models.texture`: the UV texture fused from all views, de-lighting, textured rendering;
 * :mod:`models.io`: photos, preprocessing, landmark detectors, mesh files and a case's output folder;
 * :mod:`models.reconstruction`: the photos-to-meshes API used by ``demo.py``.
 
-The names below are the public API; they are imported on first use.
+The names below are the public API; they are imported on first use. Installed with ``pip install .``, this
+package is ``dfnrmvs`` (``import dfnrmvs; dfnrmvs.reconstruct([...])``); in the checkout it is ``models``.
 """
 
 import importlib
@@ -20,6 +22,9 @@ _EXPORTS = {
     "reconstruct": ".reconstruction",
     "Reconstruction": ".reconstruction",
     "Reconstructor": ".reconstruction",
+    "prepare_views": ".reconstruction",
+    "network_inputs": ".io.preprocess",
+    "create_detector": ".io.landmark_detectors",
     "FittingReconstructor": ".reconstruction",
     "LearnedReconstructor": ".reconstruction",
     "MorphableModel": ".face_model.morphable_model",

@@ -12,6 +12,12 @@ class DFNRMVSError(Exception):
     """Base of every user-facing error: one line naming the file or flag and what is wrong with it."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class MorphableModelError(DFNRMVSError, ValueError):
     """A morphable-model file is missing, lacks a key, or holds data of the wrong shape."""
 
@@ -30,6 +36,10 @@ class LandmarkError(DFNRMVSError, RuntimeError):
 
 class OutputError(DFNRMVSError, RuntimeError):
     """An output folder or file cannot be written (it exists, or is not a folder)."""
+
+
+class ReconstructionError(DFNRMVSError, RuntimeError):
+    """A reconstruction gave unusable numbers (non-finite vertices or poses); nothing is written."""
 
 
 class MeshFileError(DFNRMVSError, ValueError):

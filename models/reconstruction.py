@@ -22,13 +22,27 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, ReconstructionError
 from .face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
+from .face_model.model_frame import neutral_vertices
 from .face_model.morphable_model import MorphableModel
 from .fitting.multiview_fit import FitConfig, fit_multiview
 from .io.case_outputs import staged_directory, write_case
+from .io.face_identity import choose_faces
+from .io.landmark_checks import check_landmarks
 from .io.landmark_detectors import LandmarkDetector, create_detector
-from .io.preprocess import NetworkInputs, PreparedView, load_photo, network_inputs, prepare_photo, prepare_view
+from .io.mesh_exports import CaseMeshes, ExportOptions, write_exports
+from .io.preprocess import (
+    NetworkInputs,
+    PreparedView,
+    check_photo,
+    landmark_file,
+    load_photo,
+    network_inputs,
+    prepare_photo,
+    read_landmark_file,
+    reflect_pad,
+)
 from .networks.checkpoint import load_checkpoint
 from .networks.fnrmvs_net import MIN_VIEWS, FNRMVSNet
 
@@ -144,8 +158,13 @@ class LearnedReconstructor:
             for level in output.optimisation.levels
             for k, s in enumerate(level.steps)
         ]
-        pose = output.optimisation.levels[-1].steps[-1].pose[0]
-        return MethodOutput(output.vertices[0].cpu().numpy(), pose.cpu().numpy(), {"energies": energies})
+        last = output.optimisation.levels[-1].steps[-1]
+        return MethodOutput(
+            output.vertices[0].cpu().numpy(),
+            last.pose[0].cpu().numpy(),
+            {"energies": energies},
+            shape_coeffs=last.shape_coeffs[0, :, 0].cpu().numpy(),
+        )
 
 
 @dataclass
@@ -156,9 +175,12 @@ class Reconstruction:
     crop pixels, crop geometry, photo path). vertices: (V, n, 3) camera-space meshes (pixels of the 256
     crop, x right, y up, origin at its centre; ``view.geometry.camera_to_photo`` maps them onto the photo).
     poses: (V, 6) normalised weak-perspective poses. triangles: (t, 3) the model's triangles (clockwise
-    seen from the camera). valid_mask: (n,) the face region without the nostrils. shape_coeffs,
-    exp_coeffs: the fit's coefficients (None for the learned path). method, model_name, checkpoint,
-    landmark_backend, device: how it was made. details: method-specific facts. timings: seconds per phase.
+    seen from the camera). valid_mask: (n,) the face region without the nostrils. shape_coeffs: (ks,) the
+    identity coefficients (the learned path's: its last step's). exp_coeffs: (V, ke) the fit's expressions
+    (None for the learned path). method, model_name, checkpoint, landmark_backend, device: how it was made.
+    details: method-specific facts. timings: seconds per phase. uv_coords: (n, 2) the model's UV map and
+    landmark_indices: (68,) its landmark vertices (for the exports). neutral_vertices: (n, 3) the identity
+    with expression zero, model units (:mod:`models.face_model.model_frame`), or None.
     """
 
     name: str
@@ -176,6 +198,9 @@ class Reconstruction:
     exp_coeffs: np.ndarray | None = None
     details: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    uv_coords: np.ndarray | None = None
+    landmark_indices: np.ndarray | None = None
+    neutral_vertices: np.ndarray | None = None
 
     @property
     def photo_paths(self) -> list[Path]:
@@ -200,41 +225,97 @@ class Reconstruction:
             "coefficients": coefficients,
             "timings_s": {name: round(seconds, 3) for name, seconds in self.timings.items()},
             "details": self.details,
+            "warnings": [
+                f"{view.path or f'photo {i}'}: {view.face_note}" for i, view in enumerate(self.views) if view.face_note
+            ],
         }
 
-    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+    def save(self, folder: str | Path, overwrite: bool = False, exports: ExportOptions | None = None) -> Path:
         """Write the demo's files into ``folder`` (created; all or nothing) and return it.
 
         An existing ``folder`` is replaced only with ``overwrite``, or when it holds an earlier result of the
-        same photo files (so re-running refreshes it).
+        same photo files (so re-running refreshes it). ``exports`` selects the extra outputs (texture,
+        meshes in the model's frame, neutral identity; :mod:`models.io.mesh_exports`), all by default.
 
         Raises:
             OutputError: ``folder`` exists and may not be replaced.
         """
         folder = Path(folder)
+        summary = self.summary()
+        case = CaseMeshes(
+            np.stack([view.crop for view in self.views]),
+            self.vertices,
+            self.poses,
+            self.triangles,
+            self.valid_mask,
+            self.uv_coords,
+            self.landmark_indices,
+            self.neutral_vertices,
+        )
         with staged_directory(folder, overwrite, self.photo_paths) as staging:
-            write_case(staging, self.views, self.vertices, self.poses, self.triangles, self.valid_mask, self.summary())
+            summary["exports"] = write_exports(staging, case, exports)
+            write_case(staging, self.views, self.vertices, self.poses, self.triangles, self.valid_mask, summary)
         return folder
+
+
+class _Photo(NamedTuple):
+    """A loaded photo: pixels, file (None for an array), name in messages, given landmarks and their source."""
+
+    pixels: np.ndarray
+    path: Path | None
+    name: str
+    landmarks: np.ndarray | None
+    landmark_source: str
+
+
+def _load(photo: str | Path | np.ndarray, given: np.ndarray | None, index: int) -> _Photo:
+    """Read one photo and its landmarks (given, or from a ``<photo>.txt``/``.npy`` file beside it, checked)."""
+    if isinstance(photo, np.ndarray):
+        return _Photo(check_photo(photo, f"photo {index}"), None, f"photo {index}", given, "given")
+    path = Path(photo)
+    pixels = check_photo(load_photo(path), str(path))
+    if given is not None:
+        return _Photo(pixels, path, str(path), given, "given")
+    points_file = landmark_file(path)
+    if points_file is None:
+        return _Photo(pixels, path, str(path), None, "given")
+    points = read_landmark_file(points_file)
+    check_landmarks(points, (pixels.shape[1], pixels.shape[0]), str(points_file))
+    return _Photo(pixels, path, str(path), points, "file")
 
 
 def prepare_views(
     photos: Sequence[str | Path | np.ndarray],
     detector: LandmarkDetector,
     landmarks: Sequence[np.ndarray | None] | None = None,
+    strict: bool = False,
 ) -> list[PreparedView]:
     """Preprocess each photo (a file, or an (H, W, 3) uint8 RGB array); ``landmarks``: per photo, (68, 2)
-    points in photo pixels that replace detection, or None."""
+    points in photo pixels that replace detection, or None.
+
+    Where a photo shows several faces, the same person is taken in every view
+    (:func:`models.io.face_identity.choose_faces`; the choice is noted in the view's ``face_note``), or, with
+    ``strict``, the photo is refused.
+    """
     if landmarks is not None and len(landmarks) != len(photos):
         raise InputError(f"{len(photos)} photos but {len(landmarks)} landmark sets")
+    loaded = [_load(photo, None if landmarks is None else landmarks[i], i) for i, photo in enumerate(photos)]
+    detected = [index for index, photo in enumerate(loaded) if photo.landmarks is None]
+    boxes: list = [None] * len(loaded)
+    notes: list[str | None] = [None] * len(loaded)
+    if detected and hasattr(detector, "faces"):
+        padded = [reflect_pad(loaded[index].pixels) for index in detected]
+        choice = choose_faces(
+            padded, [detector.faces(image) for image in padded], [loaded[i].name for i in detected], strict
+        )
+        for index, box, note in zip(detected, choice.boxes, choice.notes, strict=True):
+            boxes[index], notes[index] = box, note
     views = []
-    for index, photo in enumerate(photos):
-        given = None if landmarks is None else landmarks[index]
-        if isinstance(photo, np.ndarray):
-            views.append(prepare_photo(photo, detector, given, name=f"photo {index}"))
-        elif given is None:
-            views.append(prepare_view(Path(photo), detector))
-        else:
-            views.append(prepare_photo(load_photo(Path(photo)), detector, given, name=str(photo), path=Path(photo)))
+    for photo, box, note in zip(loaded, boxes, notes, strict=True):
+        view = prepare_photo(
+            photo.pixels, detector, photo.landmarks, photo.name, photo.path, photo.landmark_source, face=box
+        )
+        views.append(view._replace(face_note=note))
     return views
 
 
@@ -244,6 +325,7 @@ def reconstruct(
     detector: LandmarkDetector | str = "dlib",
     landmarks: Sequence[np.ndarray | None] | None = None,
     name: str | None = None,
+    strict: bool = False,
 ) -> Reconstruction:
     """Reconstruct one mesh per photo of one person.
 
@@ -253,11 +335,15 @@ def reconstruct(
         detector: a landmark detector, or a backend name (``models.io.landmark_detectors.BACKENDS``).
         landmarks: optional per-photo (68, 2) landmarks in photo pixels (None entries are detected).
         name: the case's name (default: the first photo's folder name, or "case").
+        strict: refuse photos that show several faces (by default the same person is chosen in every view and
+            the choice noted in result.json).
     Returns:
         :class:`Reconstruction`.
     Raises:
-        InputError: unreadable photo, no face found, too few views for the method.
+        InputError: unreadable photo, implausible landmarks, no face found, too few views for the method, with
+            ``strict`` a photo of several faces.
         LandmarkError: the detector backend cannot be used.
+        ReconstructionError: the method gave non-finite vertices or poses.
     """
     if len(photos) == 0:
         raise InputError("no photos given")
@@ -269,13 +355,19 @@ def reconstruct(
     if isinstance(detector, str):
         detector = create_detector(detector, str(reconstructor.device))
     start = time.perf_counter()
-    views = prepare_views(photos, detector, landmarks)
+    views = prepare_views(photos, detector, landmarks, strict)
     prepared = time.perf_counter()
     output = reconstructor.run(network_inputs(views, reconstructor.device))
     reconstructed = time.perf_counter()
     if name is None:
         first = views[0].path
         name = first.resolve().parent.name if first is not None else "case"
+    finite = [np.isfinite(value).all() for value in (output.vertices, output.poses) if value is not None]
+    if not all(finite):
+        raise ReconstructionError(
+            f"{name}: the {reconstructor.method} gave non-finite vertices or poses (is the model "
+            f"{reconstructor.model_name} sound?); nothing was written"
+        )
     model = reconstructor.model
     return Reconstruction(
         name=name,
@@ -293,4 +385,7 @@ def reconstruct(
         exp_coeffs=output.exp_coeffs,
         details=output.details,
         timings={"preprocess": prepared - start, "reconstruct": reconstructed - prepared},
+        uv_coords=model.uv_coords.cpu().numpy(),
+        landmark_indices=model.landmark_indices.cpu().numpy(),
+        neutral_vertices=None if output.shape_coeffs is None else neutral_vertices(model, output.shape_coeffs),
     )

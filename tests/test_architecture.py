@@ -22,8 +22,9 @@ ALLOWED = {
     "networks": {"errors", "geometry", "face_model", "nrmvs"},
     "fitting": {"errors", "geometry", "face_model", "nrmvs"},
     "synthesis": {"errors", "geometry", "face_model", "fitting"},
-    "io": {"errors", "geometry", "face_model"},
-    "reconstruction": {"errors", "geometry", "face_model", "nrmvs", "networks", "fitting", "io"},
+    "texture": {"errors", "geometry", "face_model"},
+    "io": {"errors", "geometry", "face_model", "texture"},
+    "reconstruction": {"errors", "geometry", "face_model", "nrmvs", "networks", "fitting", "io", "texture"},
 }
 TOP_LEVEL_PACKAGES = ("models", "train", "eval", "tools", "bench", "demo")
 

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,12 @@ from models.face_model.morphable_model import MorphableModel
 from models.geometry.camera import to_image
 from models.geometry.mesh_ops import crop_mesh
 from models.geometry.rasterizer import rasterize
+from models.io.case_outputs import staged_directory
+from models.io.mesh_exports import ExportOptions, export_file_names
+from models.io.staging import SIGTERM_EXIT_STATUS
 from models.networks.checkpoint import save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
+from models.reconstruction import Reconstruction
 from tools.reference_weights import fill_with_reference_rule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,11 +65,21 @@ def copy_photos(source: Path, folder: Path, count: int | None = None) -> Path:
     return folder
 
 
-def check_case(folder: Path, mm: MorphableModel, views: int, method: str) -> dict:
-    """Check every output of a case folder; returns its result.json."""
-    expected = {"result.json", *(name.format(i) for name in VIEW_FILES for i in range(views))}
-    assert {p.name for p in folder.iterdir()} == expected
+def check_case(
+    folder: Path,
+    mm: MorphableModel,
+    views: int,
+    method: str,
+    exports: ExportOptions | None = None,
+    kept: tuple[str, ...] = (),
+) -> dict:
+    """Check every output of a case folder (``kept``: the user's files expected beside them; the export files,
+    all by default, are tests/io/test_mesh_exports.py's); returns its result.json."""
+    expected = {"result.json", *kept, *(name.format(i) for name in VIEW_FILES for i in range(views))}
+    assert {p.name for p in folder.iterdir()} == expected | set(export_file_names(views, exports))
     result = json.loads((folder / "result.json").read_text())
+    listed = [name for value in result["exports"]["files"].values() for name in np.atleast_1d(value)]
+    assert sorted(listed) == sorted(export_file_names(views, exports))
     assert result["method"] == method and result["landmarks"] == "dlib" and len(result["views"]) == views
     triangles = mm.triangles.numpy()
     mask = mm.face_region_mask_no_nose_hole.numpy()
@@ -124,7 +139,7 @@ def test_default_path_on_case0(default_run):
 
 @pytest.fixture(scope="module")
 def learned_run(examples_dir, reference_dir, tmp_path_factory) -> tuple[Run, Path]:
-    """The learned path on case0 and on a one-view case, over an older case0 result (--overwrite)."""
+    """The learned path on case0 and on a one-view case, over a folder holding a user's file (--overwrite)."""
     work = tmp_path_factory.mktemp("learned")
     model = FNRMVSNet(MorphableModel.load(reference_dir))
     fill_with_reference_rule(model)
@@ -142,7 +157,8 @@ def learned_run(examples_dir, reference_dir, tmp_path_factory) -> tuple[Run, Pat
 
 def test_learned_path_on_case0(learned_run, reference_dir):
     run, out = learned_run
-    check_case(out / "case0", MorphableModel.load(reference_dir), 2, "learned")
+    check_case(out / "case0", MorphableModel.load(reference_dir), 2, "learned", kept=("stale.txt",))
+    assert (out / "case0" / "stale.txt").read_text() == "from an earlier run"  # --overwrite keeps others' files
 
 
 def test_learned_path_refuses_one_view_and_leaves_nothing(learned_run):
@@ -209,7 +225,9 @@ def _assert_refused(run: Run, message: str, out: Path) -> None:
 
 def test_missing_and_empty_input_folders(tmp_path):
     out = tmp_path / "out"
-    _assert_refused(run_demo("--input", str(tmp_path / "nowhere"), "--output", str(out)), "nowhere not found", out)
+    _assert_refused(
+        run_demo("--input", str(tmp_path / "nowhere"), "--output", str(out)), "nowhere: no such photo or folder", out
+    )
     (tmp_path / "empty").mkdir()
     _assert_refused(run_demo("--input", str(tmp_path / "empty"), "--output", str(out)), "holds no images", out)
 
@@ -269,8 +287,34 @@ def test_fan_backend_without_its_package(examples_dir, tmp_path, monkeypatch):
 def test_help_explains_every_flag():
     done = subprocess.run([sys.executable, "demo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0
-    for flag in ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--overwrite"):
+    for flag in (
+        "--input",
+        "--output",
+        "--checkpoint",
+        "--mm-dir",
+        "--device",
+        "--landmarks",
+        "--overwrite",
+        "--strict",
+    ):
         assert flag in done.stdout
+    for flag in ("--no-texture", "--no-albedo", "--texture-size", "--no-model-frame", "--no-neutral"):
+        assert flag in done.stdout
+
+
+def test_extra_outputs_can_be_switched_off(examples_dir, tmp_path):
+    case = copy_photos(examples_dir / "case1", tmp_path / "in" / "case0")
+    out = tmp_path / "out"
+    run = run_demo("--input", str(case), "--output", str(out), "--no-model-frame", "--no-neutral", "--no-albedo",
+                   "--texture-size", "256")  # fmt: skip
+    assert run.status == 0, run.stderr
+    options = ExportOptions(texture_size=256, albedo=False, model_frame=False, neutral=False)
+    result = check_case(out / "case0", load_default_model(), 2, "fitting", options)
+    assert result["exports"]["texture"]["size"] == 256
+    assert max(result["exports"]["texture"]["reprojection_mae"]) < 0.05
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(io.StringIO()) as err:
+        demo.main(["--input", str(case), "--output", str(out), "--texture-size", "9"])
+    assert info.value.code == 2 and "--texture-size: 9 is outside 16..8192" in err.getvalue()
 
 
 def test_a_failed_case_leaves_no_output_folder(tmp_path):
@@ -281,3 +325,155 @@ def test_a_failed_case_leaves_no_output_folder(tmp_path):
     run = run_demo("--input", str(case), "--output", str(out))
     assert run.status == 1 and "a.png: not a readable image" in run.stdout
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------------------------------- reliability
+def _generated_case(folder: Path, name: str = "case2") -> Path:
+    """A generated example case (photos with their landmark files: no detector needed)."""
+    shutil.copytree(REPO_ROOT / "examples" / name, folder, ignore=shutil.ignore_patterns("ground_truth"))
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_holding_the_input_is_refused_and_nothing_changes(tmp_path, monkeypatch):
+    photos = _generated_case(tmp_path / "D" / "case2")
+    before = _snapshot(tmp_path / "D")
+    monkeypatch.setattr(demo, "reconstruct", lambda *a, **k: pytest.fail("no case may run"))
+    for source, output in ((photos, tmp_path / "D"), (photos, photos), (tmp_path / "D", tmp_path / "D")):
+        run = run_demo("--input", str(source), "--output", str(output), "--overwrite")
+        assert run.status == 2 and "would hold its input photos" in run.stderr, run.stderr
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: --output {output}") and "Traceback" not in run.stderr
+        assert _snapshot(tmp_path / "D") == before
+
+
+def test_a_refresh_keeps_the_users_own_files(tmp_path):
+    case = _generated_case(tmp_path / "in" / "case2")
+    out = tmp_path / "out"
+    assert run_demo("--input", str(case), "--output", str(out)).status == 0
+    (out / "case2" / "my_notes.txt").write_text("mine")
+    (out / "case2" / "renders").mkdir()
+    (out / "case2" / "renders" / "a.png").write_bytes(b"png")
+    assert run_demo("--input", str(case), "--output", str(out)).status == 0
+    assert (out / "case2" / "my_notes.txt").read_text() == "mine"
+    assert (out / "case2" / "renders" / "a.png").read_bytes() == b"png"
+    # the earlier run's per-view exports were the demo's files: a run without them drops them
+    assert (out / "case2" / "face_textured_view1.obj").exists()
+    assert run_demo("--input", str(case), "--output", str(out), "--no-texture").status == 0
+    assert not (out / "case2" / "face_textured_view1.obj").exists()
+    assert (out / "case2" / "my_notes.txt").read_text() == "mine"
+    # with --overwrite, a folder that was not a demo result keeps its files too
+    (tmp_path / "other" / "case2").mkdir(parents=True)
+    (tmp_path / "other" / "case2" / "keep.obj").write_text("keep")
+    assert run_demo("--input", str(case), "--output", str(tmp_path / "other"), "--overwrite").status == 0
+    assert (tmp_path / "other" / "case2" / "keep.obj").read_text() == "keep"
+    assert (tmp_path / "other" / "case2" / "face_full_view0.obj").exists()
+
+
+def test_photos_beside_case_folders_are_refused(tmp_path):
+    _generated_case(tmp_path / "in" / "case2")
+    shutil.copy(REPO_ROOT / "examples" / "case0" / "view0.png", tmp_path / "in" / "stray.png")
+    run = run_demo("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    _assert_refused(run, "mixes photos (stray.png, ...) and case folders (case2, ...)", tmp_path / "out")
+
+
+def test_a_named_pipe_is_skipped_not_read(tmp_path):
+    case = _generated_case(tmp_path / "in" / "case2")
+    os.mkfifo(case / "x.jpg")
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"))
+    assert run.status == 0, run.stderr
+    assert "x.jpg: not a regular file" in run.stderr
+    result = json.loads((tmp_path / "out" / "case2" / "result.json").read_text())
+    assert len(result["views"]) == 2
+
+
+def test_a_single_photo_is_one_case(tmp_path):
+    case = _generated_case(tmp_path / "in" / "case2")
+    run = run_demo("--input", str(case / "view0.png"), "--output", str(tmp_path / "out"))
+    assert run.status == 0, run.stderr
+    assert len(json.loads((tmp_path / "out" / "view0" / "result.json").read_text())["views"]) == 1
+    (tmp_path / "notes.txt").write_text("x")
+    _assert_refused(
+        run_demo("--input", str(tmp_path / "notes.txt"), "--output", str(tmp_path / "o2")),
+        "not a photo",
+        tmp_path / "o2",
+    )
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    case = _generated_case(tmp_path / "in" / "case2")
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.setattr(demo, "reconstruct", lambda *a, **k: pytest.fail("no case may run"))
+    for output in (tmp_path / "taken", tmp_path / "taken" / "below"):
+        run = run_demo("--input", str(case), "--output", str(output))
+        assert run.status == 2 and f"--output {output}: {tmp_path / 'taken'} is a file" in run.stderr
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_ctrl_c_and_sigterm_leave_no_partial_case(tmp_path, monkeypatch):
+    case = _generated_case(tmp_path / "in" / "case2")
+    out = tmp_path / "out"
+
+    def interrupted(self, folder, overwrite=False, exports=None):
+        with staged_directory(Path(folder), overwrite) as staging:
+            (staging / "half.obj").write_text("half")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Reconstruction, "save", interrupted)
+    run = run_demo("--input", str(case), "--output", str(out))
+    assert run.status == demo.INTERRUPTED_EXIT_STATUS and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert not out.exists()
+
+    def terminated(self, folder, overwrite=False, exports=None):
+        with staged_directory(Path(folder), overwrite) as staging:
+            (staging / "half.obj").write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Reconstruction, "save", terminated)
+    with pytest.raises(SystemExit) as ended:
+        run_demo("--input", str(case), "--output", str(out))
+    assert ended.value.code == SIGTERM_EXIT_STATUS and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [(300.0, "more than 1.5x the"), (0.005, "too small for a face"), (0.0, "span 0 px, too small for a face")],
+)
+def test_an_implausible_landmark_file_fails_its_case_naming_the_file(tmp_path, scale, message):
+    case = _generated_case(tmp_path / "in" / "case2")
+    points = np.loadtxt(case / "view1.txt")
+    np.savetxt(case / "view1.txt", points.mean(axis=0) + (points - points.mean(axis=0)) * scale)
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"))
+    assert run.status == 1 and f"{case / 'view1.txt'}: the landmarks span" in run.stdout and message in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr and not (tmp_path / "out").exists()
+
+
+def _two_people_case(examples_dir, folder: Path) -> Path:
+    """view0: case0's person beside case1's larger one; view1: case0's person alone."""
+    folder.mkdir(parents=True)
+    canvas = np.full((300, 560, 3), 128, dtype=np.uint8)
+    for (top, left, side), name in (((30, 10, 240), "case0/case0_in0.jpg"), ((10, 270, 280), "case1/case1_in0.jpg")):
+        face = Image.open(examples_dir / name).convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+        canvas[top : top + side, left : left + side] = np.asarray(face)
+    Image.fromarray(canvas).save(folder / "view0.png")
+    shutil.copy(examples_dir / "case0" / "case0_in1.jpg", folder / "view1.jpg")
+    return folder
+
+
+def test_two_people_in_a_photo_the_same_person_is_taken_or_strict_refuses(examples_dir, tmp_path):
+    case = _two_people_case(examples_dir, tmp_path / "in" / "pair")
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "out"), "--no-texture", "--no-neutral")
+    assert run.status == 0, run.stdout + run.stderr
+    result = json.loads((tmp_path / "out" / "pair" / "result.json").read_text())
+    first = result["views"][0]
+    assert "face 2 by size taken as the person" in first["face_note"] and result["views"][1]["face_note"] is None
+    assert first["crop_box_photo"][2] < 300  # the crop lies on the left person, not the larger right one
+    assert result["warnings"] == [f"{case / 'view0.png'}: {first['face_note']}"]
+
+    run = run_demo("--input", str(case), "--output", str(tmp_path / "strict"), "--strict")
+    assert run.status == 1 and f"{case / 'view0.png'}: 2 faces found (--strict refuses" in run.stdout
+    assert not (tmp_path / "strict").exists()

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import models
-from models.errors import InputError, OutputError
+from models.errors import InputError, OutputError, ReconstructionError
 from models.face_model.procedural import synthetic_morphable_model
 from models.fitting.multiview_fit import FitConfig, StageConfig
 from models.networks.checkpoint import save_state_dict
@@ -57,6 +58,7 @@ def test_files_in_meshes_out(fitting, tmp_path):
     assert record["method"] == "fitting" and len(record["views"]) == 2
     assert len(record["coefficients"]["shape"]) == 80
     assert (folder / "face_full_view1.obj").is_file() and (folder / "vis_view0.jpg").is_file()
+    assert record["exports"]["files"]["neutral_mesh"] == "face_neutral.obj" and (folder / "texture.png").is_file()
     result.save(folder)  # the same photos again: the earlier result is refreshed
     with pytest.raises(OutputError, match="already exists"):
         reconstruct([photos[0]], fitting, NoDetector(), name="other").save(folder)
@@ -91,7 +93,14 @@ def test_learned_reconstructor(tmp_path):
     result = reconstruct(photos, learned, NoDetector())
     assert result.method == "learned" and result.checkpoint.endswith("weights.pth")
     assert result.vertices.shape == (2, mm.num_vertices, 3) and np.isfinite(result.vertices).all()
-    assert len(result.details["energies"]) == 9 and result.shape_coeffs is None
+    assert len(result.details["energies"]) == 9 and result.exp_coeffs is None
+    # its identity: the last step's shape coefficients, whose mesh is the neutral one (no adaptive displacement)
+    assert result.shape_coeffs.shape == (mm.shape_std.shape[0],) and np.abs(result.shape_coeffs).max() > 0
+    neutral = mm.vertices(torch.from_numpy(result.shape_coeffs)[None])[0].double().numpy()
+    np.testing.assert_allclose(result.neutral_vertices, neutral, atol=1e-3)
+    folder = result.save(tmp_path / "learned")
+    files = json.loads((folder / "result.json").read_text())["exports"]["files"]
+    assert {"texture", "albedo", "neutral_mesh", "textured_meshes", "model_frame_meshes"} <= set(files)
     with pytest.raises(InputError, match="at least 2 views"):
         reconstruct(photos[:1], learned, NoDetector())
 
@@ -100,3 +109,20 @@ def test_package_exports_the_api():
     assert models.reconstruct is reconstruct
     default = models.load_default_model()
     assert isinstance(default, models.MorphableModel) and default.num_vertices > 1000
+
+
+def test_non_finite_results_are_never_written(fitting, tmp_path):
+    """A method that ends with NaN (a numerical blow-up) fails the case instead of writing NaN meshes."""
+
+    class BlowingUp:
+        method, min_views, checkpoint, model_name = "fitting", 1, None, "default"
+        model, device = fitting.model, fitting.device
+
+        def run(self, inputs):
+            output = fitting.run(inputs)
+            vertices = output.vertices.copy()
+            vertices[0, 5, 1] = np.nan
+            return output._replace(vertices=vertices)
+
+    with pytest.raises(ReconstructionError, match="non-finite vertices or poses"):
+        reconstruct(sorted(CASE.glob("view*.png")), BlowingUp(), NoDetector())

@@ -258,6 +258,8 @@ class MatFile:
         kind_ok = value.dtype == object if cell else np.issubdtype(value.dtype, np.number)
         if not (fits and kind_ok):
             raise UserInputError(f"{self.path}: '{key}' is a {value.shape} {value.dtype} array, expected {expected}")
+        if not cell and not np.isfinite(value).all():
+            raise UserInputError(f"{self.path}: '{key}' holds NaN or infinite values")
         return value
 
 
@@ -370,6 +372,9 @@ def read_exp_pca_dim(path: Path, n_kept: int) -> int:
             f"expMU[3*{n_kept}] and expPC[exp_dim][3*{n_kept}] "
             f"({EXP_PCA_HEADER_BYTES} + {FLOAT32_BYTES} * 3*{n_kept} * (1 + exp_dim) bytes)"
         )
+    body = np.fromfile(path, dtype="<f4", offset=EXP_PCA_HEADER_BYTES)
+    if not np.isfinite(body).all():
+        raise UserInputError(f"{path}: holds NaN or infinite values")
     return exp_dim
 
 
@@ -381,6 +386,8 @@ def check_std_exp(path: Path, exp_dim: int) -> None:
         raise UserInputError(f"{path}: not a list of numbers ({error})") from None
     if values.size != exp_dim:
         raise UserInputError(f"{path}: {values.size} values, expected {exp_dim} (one per Exp_Pca.bin component)")
+    if not np.isfinite(values).all() or (values <= 0).any():
+        raise UserInputError(f"{path}: standard deviations must be finite and positive")
 
 
 def read_vertex_code_path(path: Path | None, n_kept: int) -> Path | None:

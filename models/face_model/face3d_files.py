@@ -32,6 +32,12 @@ UV_V_SHIFT = 0.11
 UV_U_STRETCH = (12.0, 11.0)
 UV_V_STRETCH = (4.0, 3.0)
 
+# What a missing face3d file tells the user: the converter that writes every Out/ file (README, 'Licensed assets').
+MISSING_FILE_HINT = (
+    "file not found (build the face3d files from the BFM downloads with "
+    "`python -m tools.prepare_bfm --raw RAW --out DIR`; see README, 'Licensed assets')"
+)
+
 
 @dataclass
 class Face3dArrays:
@@ -60,7 +66,7 @@ def _error(path: Path, problem: str) -> MorphableModelError:
 
 def _require_file(path: Path) -> None:
     if not path.is_file():
-        raise _error(path, "file not found (see README, 'Licensed assets', for how to obtain it)")
+        raise _error(path, MISSING_FILE_HINT)
 
 
 def _load_struct(path: Path, struct: str) -> dict:
@@ -89,6 +95,8 @@ def _field(values: dict, path: Path, key: str, rows: int | None = None, cols: in
     ):
         expected = f"({'any' if rows is None else rows}, {'any' if cols is None else cols})"
         raise _error(path, f"key '{key}' has shape {value.shape}, expected {expected}")
+    if np.issubdtype(value.dtype, np.number) and not np.isfinite(value).all():
+        raise _error(path, f"key '{key}' holds NaN or infinite values")
     return value
 
 
@@ -106,6 +114,8 @@ def _read_exp_pca(path: Path, num_values: int) -> tuple[np.ndarray, int]:
             f"{num_values // 3} vertices (is it the Exp_Pca.bin of this model?)",
         )
     body = np.frombuffer(raw, dtype="<f4", count=num_values * (1 + exp_dim), offset=EXP_PCA_HEADER_BYTES)
+    if not np.isfinite(body).all():
+        raise _error(path, "holds NaN or infinite values")
     basis = body[num_values:].reshape(exp_dim, num_values).T.astype(np.float32)
     return basis, exp_dim
 
@@ -119,13 +129,14 @@ def _read_exp_std(path: Path, exp_dim: int) -> np.ndarray:
     values = values.reshape(-1)
     if values.shape[0] != exp_dim:
         raise _error(path, f"holds {values.shape[0]} values, expected {exp_dim} (exp_dim of Exp_Pca.bin)")
+    if not np.isfinite(values).all() or (values <= 0).any():
+        raise _error(path, "standard deviations must be finite and positive")
     return values.astype(np.float32)
 
 
 def read_face3d_dir(base_dir: Path) -> Face3dArrays:
-    """Read and validate every file of ``base_dir/Out``."""
-    if not base_dir.is_dir():
-        raise _error(base_dir, "3DMM base directory not found")
+    """Read and validate every file of ``base_dir/Out`` (a missing ``base_dir`` is reported as its missing
+    ``Out/BFM.mat``, the first file read)."""
     return read_face3d_out(base_dir / "Out")
 
 

@@ -88,6 +88,9 @@ class MorphableModel:
                 raise MorphableModelError(f"{name} has shape {actual}, expected {shape} for {n} vertices")
         if self.shape_basis.shape[1] != self.shape_std.shape[0] or self.exp_basis.shape[1] != self.exp_std.shape[0]:
             raise MorphableModelError("basis and std have different numbers of components")
+        for name in ("mean_shape", "shape_basis", "shape_std", "exp_basis", "exp_std", "uv_coords"):
+            if not bool(torch.isfinite(getattr(self, name)).all()):
+                raise MorphableModelError(f"{name} holds NaN or infinite values")
 
     # ------------------------------------------------------------------ properties
     @property
@@ -206,26 +209,29 @@ class MorphableModel:
         Raises:
             MorphableModelError: a file is missing or unreadable, a key is absent, or a shape is wrong.
         """
-        return cls._from_face3d_arrays(read_face3d_dir(Path(base_dir)))
+        return cls._from_face3d_arrays(read_face3d_dir(Path(base_dir)), Path(base_dir))
 
     @classmethod
     def from_face3d_out(cls, out_dir: str | Path) -> "MorphableModel":
         """Load a face3d ``Out`` folder itself (e.g. one being written); see :meth:`from_face3d_dir`."""
-        return cls._from_face3d_arrays(read_face3d_out(Path(out_dir)))
+        return cls._from_face3d_arrays(read_face3d_out(Path(out_dir)), Path(out_dir))
 
     @classmethod
-    def _from_face3d_arrays(cls, raw: Face3dArrays) -> "MorphableModel":
-        return cls.from_arrays(
-            mean_shape=raw.mean_shape,
-            shape_basis=raw.shape_basis[:, :NUM_SHAPE_COMPONENTS],
-            shape_std=raw.shape_std[:NUM_SHAPE_COMPONENTS],
-            exp_basis=raw.exp_basis[:, :NUM_EXPRESSION_COMPONENTS],
-            exp_std=raw.exp_std[:NUM_EXPRESSION_COMPONENTS],
-            triangles=raw.triangles,
-            landmark_indices=raw.landmark_indices,
-            uv_coords=adjust_face3d_uv(raw.uv_coords),
-            nose_hole=raw.nose_hole,
-        )
+    def _from_face3d_arrays(cls, raw: Face3dArrays, where: Path) -> "MorphableModel":
+        try:
+            return cls.from_arrays(
+                mean_shape=raw.mean_shape,
+                shape_basis=raw.shape_basis[:, :NUM_SHAPE_COMPONENTS],
+                shape_std=raw.shape_std[:NUM_SHAPE_COMPONENTS],
+                exp_basis=raw.exp_basis[:, :NUM_EXPRESSION_COMPONENTS],
+                exp_std=raw.exp_std[:NUM_EXPRESSION_COMPONENTS],
+                triangles=raw.triangles,
+                landmark_indices=raw.landmark_indices,
+                uv_coords=adjust_face3d_uv(raw.uv_coords),
+                nose_hole=raw.nose_hole,
+            )
+        except MorphableModelError as error:
+            raise MorphableModelError(f"{where}: {error}") from None
 
     # ------------------------------------------------------------------ npz form
     _ARRAY_FIELDS = (
@@ -287,8 +293,9 @@ class MorphableModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "MorphableModel":
-        """Load either form: an ``.npz`` file, or a face3d base directory containing ``Out/``."""
+        """Load either form: an ``.npz`` file, or a face3d base directory containing ``Out/`` (a path that does
+        not exist and has no suffix is taken for the latter, so that the error names its missing ``Out/BFM.mat``)."""
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() or (not path.exists() and not path.suffix):
             return cls.from_face3d_dir(path)
         return cls.from_npz(path)

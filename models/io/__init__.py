@@ -1,2 +1,2 @@
 """Everything at the edge: photos, the authors' crop, landmark detectors, mesh files, the demo's overlay, a
-case's output folder and all-or-nothing writers."""
+case's output folder with its textured, millimetre and neutral meshes and all-or-nothing writers."""

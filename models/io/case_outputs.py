@@ -17,6 +17,8 @@ so that their normals point out of the face.
 """
 
 import json
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +86,7 @@ def write_view(
     return {
         "input": str(view.path),
         "landmark_source": view.landmark_source,
+        "face_note": view.face_note,
         "face_box_padded": [round(float(v), 3) for v in view.face_box],
         **view.geometry.as_dict(),
         "full_mesh_vertices": int(vertices.shape[0]),
@@ -143,10 +146,63 @@ def check_target(target: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> 
         raise OutputError(f"{target} already exists and is not this demo's result of these photos (use --overwrite)")
 
 
+def _listed_files(record: object) -> set[str]:
+    """Every file name a ``result.json`` lists (the values of its ``files`` mappings, at any depth)."""
+    names: set[str] = set()
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if key == "files" and isinstance(value, dict):
+                for entry in value.values():
+                    names.update(str(name) for name in (entry if isinstance(entry, list) else [entry]))
+            else:
+                names |= _listed_files(value)
+    elif isinstance(record, list):
+        for item in record:
+            names |= _listed_files(item)
+    return names
+
+
+def demo_files(target: Path) -> set[str]:
+    """Names in ``target`` that this demo wrote: ``result.json`` and the files it lists."""
+    try:
+        record = json.loads((target / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {RESULT} | _listed_files(record)
+
+
+def _carry_over(target: Path, staging: Path) -> None:
+    """Hard-link (or copy) into ``staging`` every entry of ``target`` the demo did not write and did not just
+    write again, so that replacing ``target`` keeps the user's own files."""
+    if not target.is_dir():
+        return
+    own = demo_files(target)
+    for entry in target.iterdir():
+        if entry.name in own or (staging / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, staging / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, staging / entry.name)
+
+
+def _link_or_copy(source: str | Path, destination: str | Path) -> None:
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
 @contextmanager
 def staged_directory(target: Path, overwrite: bool = False, inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``target`` when the block succeeds (see
-    :func:`check_target` for when an existing ``target`` may be replaced); nothing is left on failure."""
+    :func:`check_target` for when an existing ``target`` may be replaced); nothing is left on failure.
+
+    Only the demo's own files are replaced: anything else in ``target`` (a file the user added, or every file
+    of a folder that was not a demo result, with ``--overwrite``) is kept, unless the new result writes a
+    file of the same name.
+    """
     check_target(target, overwrite, inputs)
     with staged_folder(target, replace=True) as staging:
         yield staging
+        _carry_over(target, staging)

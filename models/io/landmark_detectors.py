@@ -73,10 +73,21 @@ class FaceBox(NamedTuple):
         return FaceBox(*(factor * value for value in self))
 
 
+class DetectedFace(NamedTuple):
+    """One face a detector found: box in the authors' (S3FD) convention; rect: the detector's own box."""
+
+    box: FaceBox
+    rect: FaceBox
+
+
 class LandmarkDetector(Protocol):
     """What the preprocessing needs from a backend."""
 
     name: str
+
+    def faces(self, image: np.ndarray) -> list[DetectedFace]:
+        """Every face found, largest first (empty when none)."""
+        ...
 
     def face_box(self, image: np.ndarray) -> FaceBox | None:
         """The largest face's box in the authors' (S3FD) convention, or None when no face is found."""
@@ -143,14 +154,19 @@ class DlibLandmarks:
             rects = [found.rect for found in self._cnn(small, CNN_UPSAMPLE)]
         return [FaceBox(r.left(), r.top(), r.right(), r.bottom()).scaled(1.0 / factor) for r in rects]
 
-    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
-        boxes = self.detect(image)
-        if not boxes:
-            return None
-        box = max(boxes, key=lambda b: b.area)
+    def _points(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        """(68, 2) landmarks of the face in dlib's ``box``."""
         rect = self._dlib.rectangle(*(round(value) for value in box))
         shape = self._predictor(np.ascontiguousarray(image), rect)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        boxes = self.detect(image)
+        return self._points(image, max(boxes, key=lambda b: b.area)) if boxes else None
+
+    def faces(self, image: np.ndarray) -> list[DetectedFace]:
+        boxes = sorted(self.detect(image), key=lambda b: b.area, reverse=True)
+        return [DetectedFace(detector_box_from_landmarks(self._points(image, box)), box) for box in boxes]
 
     def face_box(self, image: np.ndarray) -> FaceBox | None:
         points = self.landmarks(image)
@@ -180,10 +196,14 @@ class FanLandmarks:
                 f"into {FAN_CACHE}: run once with network access or copy them there (or use --landmarks dlib)"
             ) from None
 
-    def face_box(self, image: np.ndarray) -> FaceBox | None:
+    def faces(self, image: np.ndarray) -> list[DetectedFace]:
         found = self._fan.face_detector.detect_from_image(np.ascontiguousarray(image[..., ::-1]))
-        boxes = [FaceBox(*(float(v) for v in d[:4])) for d in found]
-        return max(boxes, key=lambda b: b.area) if boxes else None
+        boxes = sorted((FaceBox(*(float(v) for v in d[:4])) for d in found), key=lambda b: b.area, reverse=True)
+        return [DetectedFace(box, box) for box in boxes]
+
+    def face_box(self, image: np.ndarray) -> FaceBox | None:
+        faces = self.faces(image)
+        return faces[0].box if faces else None
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         found = self._fan.get_landmarks(image.astype(np.float32))

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import InputError
 from ..face_model.landmark_layout import NUM_LANDMARKS
 from ..geometry.camera import IMAGE_SIZE
+from .landmark_checks import check_landmarks
 from .landmark_detectors import FaceBox, LandmarkDetector, detector_box_from_landmarks
 
 # Authors' load_img_2_tensors: copyMakeBorder width, crop scale, vertical shift (in box heights) and the
@@ -41,6 +42,10 @@ CROP_VERTICAL_SHIFT = 0.06
 MIN_CROP_SIDE = 200
 # Extra up-sampling on top of MIN_CROP_SIDE / side, so that a slightly smaller re-detection still passes.
 UPSCALE_MARGIN = 1.1
+# Bounds of that up-sampling: the factor (a face crop of at least MIN_CROP_SIDE * UPSCALE_MARGIN / MAX_UPSCALE
+# = 27.5 px), and the up-sampled photo's size (pixels; about 0.5 GB while it is resized in float32).
+MAX_UPSCALE = 8.0
+MAX_UPSCALED_PIXELS = 40_000_000
 
 # torchvision's ImageNet normalisation used by the authors' demo.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,6 +55,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LANDMARK_SUFFIXES = (".txt", ".npy")
 # Largest value of a 16-bit channel, mapped to 255.
 UINT16_MAX = 65535
+# Integer and floating-point single-channel PIL modes (16/32-bit integer, 32-bit float).
+INTEGER_GREY_MODES = ("I", "I;16", "I;16B", "I;16L")
+FLOAT_GREY_MODE = "F"
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +78,22 @@ def load_photo(path: Path) -> np.ndarray:
         raise InputError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"{path}: not a readable image ({first_line(error)})") from None
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / UINT16_MAX if values.max() > 255 else 1.0
-        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if image.mode in (*INTEGER_GREY_MODES, FLOAT_GREY_MODE):
+        return _grey_to_rgb(np.asarray(image, dtype=np.float64), image.mode == FLOAT_GREY_MODE, path)
     return np.asarray(image.convert("RGB"))
+
+
+def _grey_to_rgb(values: np.ndarray, floating: bool, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 of a single-channel photo: floats in [0, 1] (or [0, 255]) and 16-bit values to 0..255."""
+    if not np.isfinite(values).all():
+        raise InputError(f"{path}: not a usable image (it holds non-finite pixel values)")
+    peak = values.max(initial=0.0)
+    if floating and peak <= 1.0:
+        scale = 255.0
+    else:
+        scale = 255.0 / UINT16_MAX if peak > 255 else 1.0
+    grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
 
 
 def reflect_pad(image: np.ndarray, width: int = PAD_WIDTH) -> np.ndarray:
@@ -187,7 +205,8 @@ class PreparedView(NamedTuple):
     path: the photo file (None for a photo given as an array). crop: (256, 256, 3) uint8 RGB.
     landmarks: (68, 2) float64 crop pixels. geometry: the crop's :class:`CropGeometry`. face_box: the face box
     in the padded photo. landmark_source: the backend's name, "file" for landmarks from a file beside the
-    photo, "given" for landmarks passed in.
+    photo, "given" for landmarks passed in. face_note: which face was taken where the photo shows several
+    (:func:`models.io.face_identity.choose_faces`), else None.
     """
 
     path: Path | None
@@ -196,6 +215,7 @@ class PreparedView(NamedTuple):
     geometry: CropGeometry
     face_box: FaceBox
     landmark_source: str
+    face_note: str | None = None
 
 
 class NetworkInputs(NamedTuple):
@@ -228,9 +248,20 @@ def read_landmark_file(path: Path) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: not a readable landmark file ({first_line(error)})") from None
     points = np.asarray(points, dtype=np.float64)
-    if points.shape != (NUM_LANDMARKS, 2) or not np.isfinite(points).all():
-        raise InputError(f"{path}: expected {NUM_LANDMARKS} finite points of 2 coordinates, got shape {points.shape}")
+    if points.shape != (NUM_LANDMARKS, 2):
+        raise InputError(f"{path}: expected {NUM_LANDMARKS} rows of 2 coordinates, got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise InputError(f"{path}: the landmarks must be finite numbers (found NaN or infinity)")
     return points
+
+
+def _scaled_box(box: FaceBox, scale: np.ndarray) -> FaceBox:
+    """A box in the padded photo mapped into the padded photo up-sampled by (x, y) ``scale``."""
+    (left, top), (right, bottom) = [
+        (np.array(corner) - PAD_WIDTH + 0.5) * scale - 0.5 + PAD_WIDTH
+        for corner in ((box.left, box.top), (box.right, box.bottom))
+    ]
+    return FaceBox(float(left), float(top), float(right), float(bottom))
 
 
 def _upscale(photo: np.ndarray, factor: float) -> np.ndarray:
@@ -239,16 +270,50 @@ def _upscale(photo: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _face_box(
-    photo: np.ndarray, detector: LandmarkDetector, user_points: np.ndarray | None, name: str
+    photo: np.ndarray,
+    detector: LandmarkDetector,
+    user_points: np.ndarray | None,
+    name: str,
+    near: FaceBox | None = None,
 ) -> tuple[np.ndarray, FaceBox]:
-    """Pad ``photo`` and find the face box in it (from the user's landmarks when given)."""
+    """Pad ``photo`` and find the face box in it: from the user's landmarks when given, else the detected face
+    that overlaps ``near`` most (a face chosen earlier, in the padded photo), else the largest face."""
     padded = reflect_pad(photo)
     if user_points is not None:
         return padded, detector_box_from_landmarks(user_points + PAD_WIDTH)
+    if near is not None:
+        boxes = [face.box for face in detector.faces(padded)]
+        best = max(boxes, key=lambda box: overlap(box, near), default=None)
+        return padded, best if best is not None and overlap(best, near) > 0 else near
     box = detector.face_box(padded)
     if box is None:
         raise InputError(f"{name}: no face found")
     return padded, box
+
+
+def overlap(first: FaceBox, second: FaceBox) -> float:
+    """Intersection over union of two boxes, in [0, 1]."""
+    width = min(first.right, second.right) - max(first.left, second.left)
+    height = min(first.bottom, second.bottom) - max(first.top, second.top)
+    if width <= 0 or height <= 0:
+        return 0.0
+    shared = width * height
+    return shared / (first.area + second.area - shared)
+
+
+def _upscale_factor(box: FaceBox, photo_size: tuple[int, int], name: str) -> float:
+    """The up-sampling that brings the face's crop to MIN_CROP_SIDE, within the bounds (MAX_UPSCALE, ...)."""
+    side = crop_side(box)
+    factor = MIN_CROP_SIDE / side * UPSCALE_MARGIN
+    width, height = photo_size
+    pixels = width * height * factor**2
+    if factor > MAX_UPSCALE or pixels > MAX_UPSCALED_PIXELS:
+        raise InputError(
+            f"{name}: the face is too small for its {width}x{height} photo (a {side:.0f} px crop would need "
+            f"up-sampling x{factor:.3g} to {pixels / 1e6:.0f} MP; at most x{MAX_UPSCALE:g} and "
+            f"{MAX_UPSCALED_PIXELS / 1e6:.0f} MP): use a closer or cropped photo"
+        )
+    return factor
 
 
 def prepare_view(path: Path, detector: LandmarkDetector) -> PreparedView:
@@ -257,12 +322,26 @@ def prepare_view(path: Path, detector: LandmarkDetector) -> PreparedView:
     A ``<photo>.txt``/``.npy`` file beside the photo with 68 points in photo pixels replaces detection.
 
     Raises:
-        InputError: unreadable photo or landmark file, no face found.
+        InputError: unreadable photo or landmark file, implausible landmarks, no face found.
     """
     photo = load_photo(path)
     points_file = landmark_file(path)
-    user_points = read_landmark_file(points_file) if points_file else None
+    user_points = None
+    if points_file is not None:
+        user_points = read_landmark_file(points_file)
+        check_landmarks(user_points, (photo.shape[1], photo.shape[0]), str(points_file))
     return prepare_photo(photo, detector, user_points, name=str(path), path=path, landmark_source="file")
+
+
+def check_photo(photo: np.ndarray, name: str) -> np.ndarray:
+    """``photo`` as an array, refused unless it is an (H, W, 3) uint8 RGB image with sides above PAD_WIDTH."""
+    photo = np.asarray(photo)
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+        raise InputError(f"{name}: expected an (H, W, 3) uint8 RGB image, got {photo.dtype} {photo.shape}")
+    height, width = photo.shape[:2]
+    if min(height, width) <= PAD_WIDTH:
+        raise InputError(f"{name}: a {width}x{height} photo is too small (more than {PAD_WIDTH} pixels a side needed)")
+    return photo
 
 
 def prepare_photo(
@@ -272,6 +351,7 @@ def prepare_photo(
     name: str = "photo",
     path: Path | None = None,
     landmark_source: str = "given",
+    face: FaceBox | None = None,
 ) -> PreparedView:
     """Pad, crop and resize one photo and find its landmarks on the crop.
 
@@ -281,22 +361,23 @@ def prepare_photo(
         landmarks: (68, 2) landmarks in photo pixels (x right, y down), replacing detection.
         name: how messages name the photo. path: recorded in the result (None for an array).
         landmark_source: recorded as the landmarks' source when ``landmarks`` are given.
+        face: the face to crop (its box in the padded photo, e.g. from
+            :func:`models.io.face_identity.choose_faces`), instead of the largest one the detector finds.
     Raises:
-        InputError: a photo too small or of the wrong shape, no face found.
+        InputError: a photo too small or of the wrong shape, implausible landmarks, a face too small to
+            up-sample within bounds, no face found.
     """
-    photo = np.asarray(photo)
-    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
-        raise InputError(f"{name}: expected an (H, W, 3) uint8 RGB image, got {photo.dtype} {photo.shape}")
+    photo = check_photo(photo, name)
     height, width = photo.shape[:2]
-    if min(height, width) <= PAD_WIDTH:
-        raise InputError(f"{name}: a {width}x{height} photo is too small (more than {PAD_WIDTH} pixels a side needed)")
     user_points = None if landmarks is None else np.asarray(landmarks, dtype=np.float64)
     if user_points is not None and (user_points.shape != (NUM_LANDMARKS, 2) or not np.isfinite(user_points).all()):
         raise InputError(f"{name}: expected {NUM_LANDMARKS} finite landmarks of 2 coordinates")
-    padded, box = _face_box(photo, detector, user_points, name)
+    if user_points is not None:
+        check_landmarks(user_points, (width, height), name)
+    padded, box = _face_box(photo, detector, user_points, name) if face is None else (reflect_pad(photo), face)
     upscaled = photo
     if crop_side(box) < MIN_CROP_SIDE:
-        factor = MIN_CROP_SIDE / crop_side(box) * UPSCALE_MARGIN
+        factor = _upscale_factor(box, (width, height), name)
         upscaled = _upscale(photo, factor)
         scale = np.array([upscaled.shape[1] / width, upscaled.shape[0] / height])
         scaled_points = None if user_points is None else (user_points + 0.5) * scale - 0.5
@@ -309,7 +390,8 @@ def prepare_photo(
             upscaled.shape[1],
             upscaled.shape[0],
         )
-        padded, box = _face_box(upscaled, detector, scaled_points, name)
+        near = None if face is None else _scaled_box(face, scale)
+        padded, box = _face_box(upscaled, detector, scaled_points, name, near)
     crop_box = crop_box_from_face_box(box)
     geometry = CropGeometry((width, height), (upscaled.shape[1], upscaled.shape[0]), PAD_WIDTH, crop_box)
     crop = resize_bilinear(crop_with_black_border(padded, crop_box), IMAGE_SIZE, IMAGE_SIZE)

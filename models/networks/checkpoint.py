@@ -7,15 +7,20 @@ executed) and ``strict=True``. Training checkpoints of this project wrap the sam
 state; :func:`load_checkpoint` accepts both.
 """
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 # Key under which this project's training checkpoints store the bare model state dict.
 MODEL_STATE_KEY = "model"
+
+# torch's weights_only refusal names the global it met: "Unsupported global: GLOBAL builtins.print".
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 # At most this many names are listed per kind of mismatch in an error message.
 MAX_LISTED_KEYS = 8
@@ -33,8 +38,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: checkpoint not found (see README, 'Licensed assets')")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or non-tensor pickles
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    except pickle.UnpicklingError as error:
+        refused = _UNSUPPORTED_GLOBAL.search(str(error))
+        if refused is None:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line(error)})") from None
+        raise CheckpointError(
+            f"{path}: refused: besides tensors it stores Python objects ({refused.group(1)}), which could run code "
+            "when loaded; load it with the code that wrote it and save its state_dict() instead"
+        ) from None
+    except Exception as error:  # torch raises many types for corrupt files
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if isinstance(content, dict) and MODEL_STATE_KEY in content and isinstance(content[MODEL_STATE_KEY], dict):
         content = content[MODEL_STATE_KEY]
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):

@@ -1,6 +1,7 @@
 """Evaluation metrics and the ``python -m eval.evaluate`` command on meshes made here (units: mm)."""
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -349,3 +350,39 @@ def test_per_view_ground_truth_and_similarity_only(tmp_path, capsys):
     assert evaluate_main([*args, "--gt-mesh", "mesh_view0.obj", "--similarity-only"]) == 0
     rows = (tmp_path / "out" / "per_case.csv").read_text().splitlines()[1:]
     assert float(rows[1].split(",")[5]) > 1.0
+
+
+def test_a_full_disk_leaves_no_partial_report(
+    two_cases: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    pred, gt = two_cases
+    out = tmp_path / "report"
+
+    def disk_full(rows, path, curve_max_mm):
+        path.write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("eval.evaluate.plot_cumulative_errors", disk_full)
+    assert main(["--pred", str(pred), "--gt", str(gt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write it (No space left on device)" in err, err
+    assert not out.exists()  # neither the csv, the markdown nor the folder it created is left
+
+
+def test_photo_only_sub_folders_are_not_ground_truth_cases(
+    two_cases: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ground-truth folder that also holds photo-only cases (as examples/ does) evaluates the others."""
+    pred, gt = two_cases
+    mixed = tmp_path / "gt"
+    shutil.copytree(gt / "case_a", mixed / "case_a")
+    (mixed / "photo_only").mkdir()
+    (mixed / "photo_only" / "portrait.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    out = tmp_path / "report"
+    assert main(["--pred", str(pred), "--gt", str(mixed), "--out", str(out), "--pattern", "face_full_view0.obj"]) == 0
+    with (out / "per_case.csv").open() as handle:
+        assert {row["case"] for row in csv.DictReader(handle)} == {"case_a"}
+    shutil.rmtree(mixed / "case_a")
+    capsys.readouterr()
+    assert main(["--pred", str(pred), "--gt", str(mixed), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {mixed}: no case sub-folder holds a ground-truth mesh gt.obj\n"

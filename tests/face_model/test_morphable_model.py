@@ -158,8 +158,12 @@ def test_npz_errors(tmp_path, tiny_dir):
     np.savez(tmp_path / "partial.npz", mean_shape=np.zeros(9, np.float32))
     with pytest.raises(MorphableModelError, match="missing key"):
         MorphableModel.from_npz(tmp_path / "partial.npz")
-    with pytest.raises(MorphableModelError, match="3DMM base directory not found"):
+    hint = r"file not found \(build the face3d files .*`python -m tools\.prepare_bfm"
+    with pytest.raises(MorphableModelError, match=r"nowhere/Out/BFM\.mat: " + hint):
         MorphableModel.from_face3d_dir(tmp_path / "nowhere")
+    # --mm-dir of a folder that does not exist yet (the README's external/face3d/examples/Data/BFM) says the same
+    with pytest.raises(MorphableModelError, match=r"Data/BFM/Out/BFM\.mat: " + hint):
+        MorphableModel.load(tmp_path / "Data" / "BFM")
 
 
 def test_to_device_keeps_values(tiny_dir):
@@ -168,3 +172,29 @@ def test_to_device_keeps_values(tiny_dir):
     assert moved is not mm
     assert torch.equal(moved.mean_shape, mm.mean_shape)
     assert moved.uv_tables[64].pixel_vert_idx.device.type == "cpu"
+
+
+def test_non_finite_model_data_is_refused(tmp_path):
+    raw = make_tiny_model(exp_dim=70)
+    base = write_face3d_dir(tmp_path / "std", raw)
+    std = raw["exp_std"].copy()
+    std[3] = np.nan
+    np.savetxt(base / "Out" / "std_exp.txt", std)
+    with pytest.raises(MorphableModelError, match=r"std_exp\.txt: standard deviations must be finite and positive"):
+        MorphableModel.from_face3d_dir(base)
+
+    raw = make_tiny_model()
+    raw["vertices"] = raw["vertices"].copy()
+    raw["vertices"][5, 1] = np.inf
+    base = write_face3d_dir(tmp_path / "mean", raw)
+    with pytest.raises(MorphableModelError, match=r"BFM\.mat: key 'shapeMU' holds NaN or infinite values"):
+        MorphableModel.from_face3d_dir(base)
+
+    model = MorphableModel.from_face3d_dir(write_face3d_dir(tmp_path / "good", make_tiny_model()))
+    model.save_npz(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as data:
+        arrays = dict(data)
+    arrays["shape_basis"][0, 0] = np.nan
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(MorphableModelError, match=r"bad\.npz: shape_basis holds NaN or infinite values"):
+        MorphableModel.from_npz(tmp_path / "bad.npz")

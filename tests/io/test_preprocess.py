@@ -132,6 +132,19 @@ def test_load_photo_converts_grey_alpha_and_16_bit(tmp_path):
     np.testing.assert_array_equal(load_photo(tmp_path / "deep.png")[..., 1], grey)
 
 
+def test_load_photo_scales_float_tiffs(tmp_path):
+    grey = np.random.default_rng(4).integers(0, 256, (30, 40), dtype=np.uint8)
+    Image.fromarray(grey.astype(np.float32) / 255, "F").save(tmp_path / "unit.tif")
+    np.testing.assert_array_equal(load_photo(tmp_path / "unit.tif")[..., 2], grey)
+    Image.fromarray(grey.astype(np.float32), "F").save(tmp_path / "levels.tif")
+    np.testing.assert_array_equal(load_photo(tmp_path / "levels.tif")[..., 0], grey)
+    broken = grey.astype(np.float32)
+    broken[3, 4] = np.nan
+    Image.fromarray(broken, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(InputError, match=r"nan.tif: not a usable image \(it holds non-finite pixel values\)"):
+        load_photo(tmp_path / "nan.tif")
+
+
 def test_load_photo_applies_exif_orientation(tmp_path):
     upright = np.zeros((120, 80, 3), dtype=np.uint8)
     upright[:60, :40] = (255, 0, 0)
@@ -202,8 +215,46 @@ def test_supplied_landmarks_skip_detection(tmp_path):
 
     (tmp_path / "face.txt").unlink()
     np.save(tmp_path / "face.jpg.npy", points[:60])
-    with pytest.raises(InputError, match=r"face\.jpg\.npy: expected 68 finite points of 2 coordinates"):
+    with pytest.raises(InputError, match=r"face\.jpg\.npy: expected 68 rows of 2 coordinates, got shape \(60, 2\)"):
         prepare_view(tmp_path / "face.jpg", NoDetector())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: np.where(np.arange(68)[:, None] == 3, np.nan, p), "the landmarks must be finite numbers"),
+        (lambda p: p * 300, "more than 1.5x the 300x260 photo"),
+        (lambda p: p * 0.005, "too small for a face"),
+        (lambda p: np.full_like(p, 120.0), "span 0 px, too small for a face"),
+        (lambda p: p - 5000, "far outside the 300x260 photo"),
+    ],
+)
+def test_implausible_landmark_files_are_refused_naming_the_file(tmp_path, change, message):
+    Image.fromarray(blob_photo(300, 260, (150, 130))).save(tmp_path / "face.jpg")
+    np.savetxt(tmp_path / "face.txt", change(np.random.default_rng(5).uniform(80, 220, (68, 2))))
+    with pytest.raises(InputError) as info:
+        prepare_view(tmp_path / "face.jpg", NoDetector())
+    assert str(info.value).startswith(f"{tmp_path / 'face.txt'}: ") and message in str(info.value)
+
+
+def test_up_sampling_is_bounded(tmp_path):
+    class Boxed(BlobDetector):
+        """A face box of ``side`` pixels at the photo's centre."""
+
+        def __init__(self, side: float) -> None:
+            self.side = side
+
+        def face_box(self, image):
+            x, y = image.shape[1] / 2, image.shape[0] / 2
+            return FaceBox(x - self.side / 2, y - self.side / 2, x + self.side / 2, y + self.side / 2)
+
+    Image.fromarray(blob_photo(300, 260, (150, 130))).save(tmp_path / "far.png")
+    with pytest.raises(InputError, match=r"far.png: the face is too small for its 300x260 photo \(a 12 px crop"):
+        prepare_view(tmp_path / "far.png", Boxed(10))
+    # a large photo: a modest factor (x3.1) that would still need 70 MP
+    Image.fromarray(np.full((2500, 3000, 3), 90, dtype=np.uint8)).save(tmp_path / "huge.png")
+    with pytest.raises(InputError, match=r"huge.png: the face is too small for its 3000x2500 photo .* to 70 MP"):
+        prepare_view(tmp_path / "huge.png", Boxed(60))
 
 
 def test_landmark_text_files(tmp_path):

@@ -1,10 +1,16 @@
 """All-or-nothing writers: a staged folder or file appears whole or not at all."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from models.errors import OutputError
-from models.io.staging import staged_file, staged_folder
+from models.io.staging import SIGTERM_EXIT_STATUS, staged_file, staged_folder
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hidden(folder):
@@ -74,3 +80,52 @@ def test_staged_files(tmp_path):
             pass
     assert np.load(target)["a"].tolist() == [0, 1, 2]
     assert _hidden(target.parent) == []
+
+
+def test_file_system_problems_are_one_line_output_errors(tmp_path):
+    (tmp_path / "plain").write_text("a file where a folder is needed")
+    with pytest.raises(OutputError, match=r"plain/case: cannot create its folder"):
+        with staged_folder(tmp_path / "plain" / "case"):
+            pass
+    target = tmp_path / "case"
+    with pytest.raises(OutputError, match=r"case: cannot write it \(No space left on device\)"):
+        with staged_folder(target) as staging:
+            (staging / "x").write_text("x")
+            raise OSError(28, "No space left on device")
+    assert list(tmp_path.iterdir()) == [tmp_path / "plain"]
+
+
+def test_stale_staging_of_dead_writers_is_removed(tmp_path):
+    target = tmp_path / "case"
+    dead = 2**22 + 12345  # above the usual pid_max: no such process
+    stale = tmp_path / f".case.{dead}-{'0' * 32}.partial"
+    stale.mkdir()
+    (stale / "half.obj").write_text("v 0 0 0")
+    stale_file = tmp_path / f".case.{dead}-{'1' * 32}.old"
+    stale_file.write_text("old")
+    other = tmp_path / f".other.{dead}-{'2' * 32}.partial"
+    other.mkdir()
+    with staged_folder(target) as staging:
+        (staging / "x").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["case", other.name])
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from models.io.staging import staged_folder, terminate_on_sigterm
+with terminate_on_sigterm():
+    with staged_folder(Path(sys.argv[1])) as staging:
+        (staging / "half.txt").write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not end the block")
+"""
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    target = tmp_path / "out" / "case"
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SCRIPT, str(target)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == SIGTERM_EXIT_STATUS, done.stderr
+    assert list(tmp_path.iterdir()) == []

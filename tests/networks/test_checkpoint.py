@@ -69,3 +69,17 @@ def test_unreadable_files(tmp_path, tiny_net):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         load_checkpoint(tiny_net, tmp_path / "list.pth")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+def test_pickled_code_is_refused_in_one_line(tmp_path, tiny_net):
+    torch.save({"weights": torch.zeros(2), "payload": _RunsCode()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tiny_net, tmp_path / "evil.pth")
+    message = str(caught.value)
+    assert "\n" not in message and "refused" in message and "print" in message
+    assert "weights_only" not in message  # no advice to turn the safety off

@@ -594,3 +594,36 @@ def test_round_trip_through_the_project_loader(synthetic: SyntheticRaw, tmp_path
     _assert_same(from_dir, from_npz)
     assert run_cli("--raw", synthetic.raw_dir, "--out", tmp_path / "other", "--npz", npz) == 2
     assert f"{npz} already exists; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["std_exp", "exp_pca", "mat"])
+def test_non_finite_inputs_are_refused(where, synthetic: SyntheticRaw, tmp_path: Path, capsys) -> None:
+    raw = copy_raw(synthetic, tmp_path / "raw")
+    if where == "std_exp":
+        values = np.loadtxt(raw / "std_exp.txt")
+        values[7] = np.nan
+        np.savetxt(raw / "std_exp.txt", values)
+        name, expected = "std_exp.txt", "standard deviations must be finite and positive"
+    elif where == "exp_pca":
+        data = bytearray((raw / "Exp_Pca.bin").read_bytes())
+        data[-4:] = np.array([np.inf], "<f4").tobytes()
+        (raw / "Exp_Pca.bin").write_bytes(bytes(data))
+        name, expected = "Exp_Pca.bin", "holds NaN or infinite values"
+    else:
+        shape_ev = np.ones((199, 1))
+        shape_ev[0] = np.nan
+        _rewrite(raw, "01_MorphableModel.mat", shapeEV=shape_ev)
+        name, expected = "01_MorphableModel.mat", "'shapeEV' holds NaN or infinite values"
+    base = tmp_path / "BFM"
+    assert run_cli("--raw", raw, "--out", base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {raw / name}: ") and expected in err, err
+    assert not base.exists()
+
+
+def test_output_that_is_a_file_is_one_line(synthetic: SyntheticRaw, tmp_path: Path, capsys) -> None:
+    (tmp_path / "taken").write_text("a file")
+    assert run_cli("--raw", synthetic.raw_dir, "--out", tmp_path / "taken" / "BFM") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "taken/BFM/Out: cannot create its folder" in err, err
+    assert (tmp_path / "taken").read_text() == "a file"
