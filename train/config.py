@@ -6,6 +6,7 @@ config file. A bad file or value ends with a one-line :class:`ConfigError` namin
 
 import argparse
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ DEFAULT_SHAPE_PARA = 199
 DEFAULT_EXP_PARA = 29
 # 3DMM units per millimetre for the validation error: the BFM is in micrometres.
 DEFAULT_MODEL_UNITS_PER_MM = 1000.0
+# Gradient clipping (global L2 norm over the trained parameters) and learning-rate warm-up of this
+# project's recipe (README "Training"; measured on generated data, bench/benchmark_training.py).
+DEFAULT_CLIP_GRAD_NORM = 10.0
+DEFAULT_WARMUP_STEPS = 0
+# Batches with non-finite losses or gradients a run skips before it stops.
+DEFAULT_MAX_SKIPPED = 10
+
+# The model files a run can keep (bare state dicts): the latest, the best on validation, one per epoch.
+KEEP_CHOICES = ("last", "best", "epochs")
+DEFAULT_KEEP = "last,best"
 
 STAGES = ("regressor", "optimizer")
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -50,6 +61,14 @@ class TrainConfig:
     model_units_per_mm: 3DMM units per millimetre (1000 for the BFM's micrometres).
     progress: show a progress bar. tensorboard: also log to TensorBoard (needs the tensorboard package).
     n_shape_para, n_exp_para: regressor head sizes (199 / 29 for the released checkpoints).
+    keep: comma-separated model files to keep, of "last" (model_last.pth), "best" (model_best.pth, written
+        only with val_data) and "epochs" (model_epochNNN.pth); bare state dicts in the authors' format.
+    save_state: write training_state.pt (what --resume needs: optimiser, progress, RNG states).
+    overwrite: replace an earlier run in ``out`` (else a folder holding one is refused unless resuming).
+    initialise: start fresh (or never-trained) optimisation layers with train/initialisation.py.
+    clip_grad_norm: clip the global L2 norm of the gradients to this (0: no clipping).
+    warmup_steps: raise the learning rate linearly from lr / warmup_steps to lr over this many steps.
+    max_skipped: batches with non-finite values skipped before the run stops (0: stop at the first).
     """
 
     stage: str = "optimizer"
@@ -72,29 +91,55 @@ class TrainConfig:
     tensorboard: bool = False
     n_shape_para: int = DEFAULT_SHAPE_PARA
     n_exp_para: int = DEFAULT_EXP_PARA
+    keep: str = DEFAULT_KEEP
+    save_state: bool = True
+    overwrite: bool = False
+    initialise: bool = True
+    clip_grad_norm: float = DEFAULT_CLIP_GRAD_NORM
+    warmup_steps: int = DEFAULT_WARMUP_STEPS
+    max_skipped: int = DEFAULT_MAX_SKIPPED
+
+    @property
+    def kept_models(self) -> frozenset[str]:
+        """The entries of ``keep`` (validated by :meth:`validate`)."""
+        return frozenset(item.strip() for item in self.keep.split(",") if item.strip())
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on the first invalid value."""
+        """Raise :class:`ConfigError` on the first invalid value (one line naming the flag)."""
         if self.stage not in STAGES:
-            raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+            raise ConfigError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         for name in ("data", "mm", "out"):
             if not getattr(self, name):
-                raise ConfigError(f"{name} is required (flag --{name.replace('_', '-')} or key {name!r})")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
-        positive["model_units_per_mm"] = self.model_units_per_mm
+                raise ConfigError(f"{name} is required (flag {_flag(name)} or key {name!r})")
+        for name in ("lr", "model_units_per_mm", "clip_grad_norm"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ConfigError(f"{_flag(name)} must be a finite number, got {value}")
+        positive = ["epochs", "batch_size", "lr", "model_units_per_mm", "n_shape_para", "n_exp_para"]
         if self.max_steps is not None:
-            positive["max_steps"] = self.max_steps
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
-        if self.workers < 0 or self.save_every < 0:
-            raise ConfigError("workers and save_every must not be negative")
+            positive.append("max_steps")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{_flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("workers", "save_every", "clip_grad_norm", "warmup_steps", "max_skipped"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must not be negative, got {getattr(self, name)}")
+        unknown = sorted(self.kept_models - set(KEEP_CHOICES))
+        if unknown or not self.kept_models:
+            raise ConfigError(f"--keep takes a comma-separated list of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: exists and is not a folder")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -170,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, help="TensorBoard log (default off)")
     parser.add_argument("--n-shape-para", type=int, help=f"regressor shape head size (default {DEFAULT_SHAPE_PARA})")
     parser.add_argument("--n-exp-para", type=int, help=f"regressor expression head size (default {DEFAULT_EXP_PARA})")
+    choices = ", ".join(KEEP_CHOICES)
+    parser.add_argument("--keep", help=f"model files to keep, comma-separated: {choices} (default {DEFAULT_KEEP})")
+    parser.add_argument(
+        "--save-state", action=argparse.BooleanOptionalAction, help="write training_state.pt for --resume (default on)"
+    )
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, help="replace an earlier run in --out")
+    parser.add_argument(
+        "--initialise",
+        action=argparse.BooleanOptionalAction,
+        help="start-up initialisation of untrained optimisation layers (train/initialisation.py; default on)",
+    )
+    parser.add_argument(
+        "--clip-grad-norm", type=float, help=f"clip the global gradient norm (default {DEFAULT_CLIP_GRAD_NORM}, 0: off)"
+    )
+    parser.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps (default 0)")
+    parser.add_argument(
+        "--max-skipped", type=int, help=f"non-finite batches skipped before stopping (default {DEFAULT_MAX_SKIPPED})"
+    )
     return parser
 
 

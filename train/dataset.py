@@ -25,8 +25,9 @@ model_vertices (n, 3)     no       synthetic data only; not read
 sh_coeffs      (9, 3)     no       synthetic data only; not read
 ============== ========== ======== ======================================================================
 
-Every sample of a data set must have the same number of views and, within one batch, the same
-optional keys. Malformed data raises :class:`DatasetError` with one line naming the file or folder.
+Samples may differ in their number of views (a generated set mixes 2 and 3); the training loader
+batches samples of equal view count together (train/loaders.py). Within one batch the samples must have
+the same optional keys. Malformed data raises :class:`DatasetError` with one line naming the file or folder.
 """
 
 from collections.abc import Sequence
@@ -122,8 +123,11 @@ class MultiViewFaceDataset(Dataset):
 
     Args:
         root: the data folder.
-        views: the number of views every sample must have; taken from the first sample when None.
+        views: the number of views every sample must have; None accepts any number (at least 2).
         num_vertices: the morphable model's vertex count n, checked against ``vertices`` when given.
+
+    ``view_counts[i]`` is the number of views of sample i; ``views`` the common number, or None when
+    the samples differ.
 
     An item holds ``images`` (V, 3, 256, 256) ImageNet-normalised, ``raw_images`` (V, 3, 256, 256)
     in [0, 1], ``landmarks`` (V, 68, 2) and ``vertices`` (V, n, 3) in pixels, ``landmarks3d``
@@ -137,17 +141,17 @@ class MultiViewFaceDataset(Dataset):
         self.folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.folders:
             raise DatasetError(f"{self.root}: no sample folders (expected one sub-folder per sample)")
+        self.view_counts: list[int] = []
         for folder in self.folders:
             if not (folder / SAMPLE_ARRAYS).is_file():
                 raise DatasetError(f"{folder}: {SAMPLE_ARRAYS} not found")
             found = count_views(folder)
-            if views is None:
-                views = found
             if found < MIN_VIEWS:
                 raise DatasetError(f"{folder}: {found} view image(s) ({VIEW_IMAGE}), at least {MIN_VIEWS} needed")
-            if found != views:
-                raise DatasetError(f"{folder}: {found} views, expected {views} like the rest of {self.root}")
-        self.views = views
+            if views is not None and found != views:
+                raise DatasetError(f"{folder}: {found} views, expected {views}")
+            self.view_counts.append(found)
+        self.views = self.view_counts[0] if len(set(self.view_counts)) == 1 else None
         self.num_vertices = num_vertices
 
     def __len__(self) -> int:
@@ -155,8 +159,9 @@ class MultiViewFaceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         folder = self.folders[index]
-        raw = torch.stack([read_view(folder / VIEW_IMAGE.format(index=i)) for i in range(self.views)])
-        item: dict = read_arrays(folder / SAMPLE_ARRAYS, self.views, self.num_vertices)
+        views = self.view_counts[index]
+        raw = torch.stack([read_view(folder / VIEW_IMAGE.format(index=i)) for i in range(views)])
+        item: dict = read_arrays(folder / SAMPLE_ARRAYS, views, self.num_vertices)
         item.update(images=normalize_images(raw), raw_images=raw, name=folder.name)
         return item
 
@@ -164,10 +169,15 @@ class MultiViewFaceDataset(Dataset):
 def collate_samples(items: list[dict]) -> dict:
     """Stack items into a batch (tensors gain a leading N axis; ``name`` becomes a list).
 
-    Raises :class:`DatasetError` naming the samples when their optional arrays differ.
+    Raises :class:`DatasetError` naming the samples when their view counts or optional arrays differ.
     """
     keys = set(items[0])
     for item in items[1:]:
+        if item["images"].shape[0] != items[0]["images"].shape[0]:
+            raise DatasetError(
+                f"samples {items[0]['name']} and {item['name']} differ in their number of views; "
+                "batch samples of equal view count (train/loaders.py does)"
+            )
         if set(item) != keys:
             difference = ", ".join(sorted(keys.symmetric_difference(item)))
             raise DatasetError(

@@ -18,10 +18,12 @@ class RunLog:
 
     def __init__(self, config: TrainConfig, context: DistributedContext, resumed_step: int) -> None:
         self.enabled = context.is_main
+        self.stage = config.stage
         out = Path(config.out)
         self.train_path = out / TRAIN_LOG
         self.val_path = out / VAL_LOG
-        self.train_fields = ["step", "epoch", "loss", *STAGE_TERMS[config.stage], "lr", "seconds"]
+        terms = STAGE_TERMS[config.stage]
+        self.train_fields = ["step", "epoch", "loss", *terms, "lr", "grad_norm", "skipped", "seconds"]
         self.val_fields = ["step", "epoch", *VAL_METRICS, "views"]
         self.writer = None
         if not self.enabled:
@@ -56,7 +58,7 @@ class RunLog:
             return
         self._append(self.train_path, self.train_fields, row)
         if self.writer is not None:
-            for name in ("loss", *self.train_fields[3:-2]):
+            for name in ("loss", *STAGE_TERMS[self.stage], "grad_norm"):
                 self.writer.add_scalar(f"train/{name}", row[name], row["step"])
 
     def validation(self, step: int, epoch: int, result: Validation) -> None:

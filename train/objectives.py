@@ -8,7 +8,9 @@ from torch import nn
 from models.geometry import camera
 from models.geometry.visibility import backface_visibility
 from models.networks.fnrmvs_net import FNRMVSNet
+from models.nrmvs.records import NRMVSResult
 from train.batch import Batch
+from train.errors import NonFiniteError
 from train.losses import LossFunction
 
 # Loss terms logged per stage (RecipeLoss fields, unweighted, or the landmark loss alone).
@@ -60,10 +62,20 @@ class RegressorObjective(nn.Module):
 
     def forward(self, batch: Batch) -> StageLoss:
         mesh = regressor_mesh(self.model, batch.images)
+        if not torch.isfinite(mesh.vertices).all():
+            raise NonFiniteError("the regressor's posed mesh is not finite")
         land = self.criterion.land3d_loss(
             mesh.image_vertices, batch.landmarks, batch.landmarks3d, mesh.full_visible, mesh.visible
         )
         return StageLoss(land, {"land": land.detach()})
+
+
+def check_optimisation_finite(result: NRMVSResult) -> None:
+    """Raise :class:`NonFiniteError` naming the first optimisation step whose vertices are not finite."""
+    for level in result.levels:
+        for index, step in enumerate(level.steps, start=1):
+            if not torch.isfinite(step.vertices).all():
+                raise NonFiniteError(f"the optimisation's vertices at level {level.level} step {index} are not finite")
 
 
 class OptimizerObjective(nn.Module):
@@ -76,16 +88,20 @@ class OptimizerObjective(nn.Module):
 
     def forward(self, batch: Batch) -> StageLoss:
         output = self.model(batch.images, batch.raw_images, batch.landmarks)
-        loss = self.criterion(
-            output.nested("vertices"),
-            output.nested("image_vertices"),
-            batch.vertices,
-            self.criterion.vertex_normals(batch.vertices),
-            batch.landmarks,
-            batch.landmarks3d,
-            output.nested("full_visible"),
-            output.nested("visible"),
-        )
+        check_optimisation_finite(output.optimisation)
+        try:
+            loss = self.criterion(
+                output.nested("vertices"),
+                output.nested("image_vertices"),
+                batch.vertices,
+                self.criterion.vertex_normals(batch.vertices),
+                batch.landmarks,
+                batch.landmarks3d,
+                output.nested("full_visible"),
+                output.nested("visible"),
+            )
+        except torch.linalg.LinAlgError as error:  # the SVD of a Procrustes alignment overflowed
+            raise NonFiniteError(f"the loss's Procrustes alignment failed ({str(error).splitlines()[0]})") from error
         terms = {
             "vert": loss.vert.loss,
             "aligned_vert": loss.aligned_vert.loss,

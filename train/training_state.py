@@ -21,12 +21,14 @@ STATE_FORMAT_VERSION = 1
 @dataclass
 class Progress:
     """Where training stands: ``step`` optimiser steps done; ``epoch`` the current epoch; ``batch``
-    batches of it done; ``best`` the best validation value of the stage's metric so far."""
+    batches of it done (skipped ones included); ``best`` the best validation value of the stage's metric
+    so far; ``skipped`` batches skipped for non-finite values."""
 
     step: int = 0
     epoch: int = 0
     batch: int = 0
     best: float = math.inf
+    skipped: int = 0
 
 
 def rng_state(context: DistributedContext) -> dict:
