@@ -58,6 +58,9 @@ DETECTION_MAX_SIDE = 1024
 # dlib up-sampling passes: HOG once (finds faces down to ~40 px), the slower CNN fallback none.
 HOG_UPSAMPLE = 1
 CNN_UPSAMPLE = 0
+# Faces besides the largest need at least this detection score (HOG's SVM margin, MMOD's confidence; dlib
+# reports faces above 0): on examples/astronaut a patch below the face scores 0.12, faces score 1 to 2.
+OTHER_FACE_MIN_SCORE = 0.5
 
 DLIB_MODELS_PACKAGE = "face_recognition_models"
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -188,13 +191,18 @@ class DlibLandmarks:
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Boxes of every face dlib finds (HOG first, the CNN detector only when HOG finds none)."""
+        return [box for box, _ in self._scored(image)]
+
+    def _scored(self, image: np.ndarray) -> list[tuple[FaceBox, float]]:
+        """(box, detection score) of every face dlib finds."""
         small, factor = _detection_copy(image)
-        rects = list(self._hog.run(small, HOG_UPSAMPLE)[0])
-        if not rects:
+        rects, scores, _ = self._hog.run(small, HOG_UPSAMPLE)
+        found = list(zip(rects, scores, strict=True))
+        if not found:
             if self._cnn is None:
                 self._cnn = self._dlib.cnn_face_detection_model_v1(str(dlib_model_file(CNN_DETECTOR_FILE)))
-            rects = [found.rect for found in self._cnn(small, CNN_UPSAMPLE)]
-        return [FaceBox(r.left(), r.top(), r.right(), r.bottom()).scaled(1.0 / factor) for r in rects]
+            found = [(face.rect, face.confidence) for face in self._cnn(small, CNN_UPSAMPLE)]
+        return [(FaceBox(r.left(), r.top(), r.right(), r.bottom()).scaled(1.0 / factor), score) for r, score in found]
 
     def _points(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         """(68, 2) landmarks of the face in dlib's ``box``."""
@@ -207,7 +215,9 @@ class DlibLandmarks:
         return self._points(image, max(boxes, key=lambda b: b.area)) if boxes else None
 
     def faces(self, image: np.ndarray) -> list[DetectedFace]:
-        boxes = sorted(self.detect(image), key=lambda b: b.area, reverse=True)
+        """The largest face, then the other faces found with a score of at least OTHER_FACE_MIN_SCORE."""
+        scored = sorted(self._scored(image), key=lambda found: found[0].area, reverse=True)
+        boxes = [box for index, (box, score) in enumerate(scored) if index == 0 or score >= OTHER_FACE_MIN_SCORE]
         return [DetectedFace(detector_box_from_landmarks(self._points(image, box)), box) for box in boxes]
 
     def face_box(self, image: np.ndarray) -> FaceBox | None:

@@ -242,3 +242,11 @@ def test_fan_backend_uses_the_largest_face(monkeypatch):
     assert (seen["detector_input"][..., 2] == 200).all()  # S3FD gets BGR, as in the authors' demo
     assert fan.landmarks(image)[-1].tolist() == [100.0, 50.0]
     assert seen["fan_input"].dtype == np.float32 and seen["args"] == (1, "cpu", True)
+
+
+def test_a_weak_second_detection_is_not_a_second_face(dlib_detector):
+    """examples/astronaut: dlib's HOG also fires (score 0.12) on a patch below the face; faces() keeps the face."""
+    photo = reflect_pad(load_photo(Path(__file__).resolve().parents[2] / "examples" / "astronaut" / "astronaut.png"))
+    assert len(dlib_detector.detect(photo)) == 2
+    (face,) = dlib_detector.faces(photo)
+    assert face.rect == max(dlib_detector.detect(photo), key=lambda box: box.area)
