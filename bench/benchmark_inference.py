@@ -17,7 +17,7 @@ vertex difference to the float32 result of the same process. Not a test: numbers
 
 ``--original ORIG`` times the authors' code (a scratch copy, nothing of it in this repository; ``--original-path``
 folders hold stubs of modules it imports but does not use) against this project on the same ``bfm53215`` model
-(written in the face3d layout with tests/face3d_writer.py), the same rule-built weights (loaded strictly into
+(written in the face3d layout with tools/face3d_writer.py), the same rule-built weights (loaded strictly into
 theirs) and the same inputs, one process each (bench/original_runner.py runs theirs), and prints the speed-up
 (wall and CPU time), both peak RSS and the difference of the last step's vertices.
 """
@@ -40,7 +40,7 @@ from models.face_model.morphable_model import MorphableModel
 from models.face_model.procedural import make_grid_face, synthetic_morphable_model
 from models.geometry import camera
 from models.networks.fnrmvs_net import FNRMVSNet
-from tests.face3d_writer import write_face3d_dir
+from tools.face3d_writer import write_face3d_dir
 from tools.reference_weights import fill_with_reference_rule
 
 GRID_SHAPES = {"reference": (60, 60), "bfm": (231, 231), "bfm53215": (145, 367)}

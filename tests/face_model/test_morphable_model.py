@@ -7,7 +7,7 @@ import torch
 from models.errors import MorphableModelError
 from models.face_model.morphable_model import MorphableModel
 from models.face_model.uv_raster import UV_SIZES
-from tests.face3d_writer import make_tiny_model, write_face3d_dir
+from tools.face3d_writer import make_tiny_model, write_face3d_dir
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from models.face_model.morphable_model import MorphableModel
 from models.networks.checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_state_dict
 from models.networks.fnrmvs_net import FNRMVSNet
-from tests.face3d_writer import make_tiny_model, write_face3d_dir
+from tools.face3d_writer import make_tiny_model, write_face3d_dir
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 

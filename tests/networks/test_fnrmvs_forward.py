@@ -7,7 +7,7 @@ from models.face_model.morphable_model import MorphableModel
 from models.geometry import camera
 from models.networks.fnrmvs_net import FNRMVSNet
 from models.nrmvs.config import RELEASED_LEVELS, LevelConfig, NRMVSConfig
-from tests.face3d_writer import make_tiny_model, write_face3d_dir
+from tools.face3d_writer import make_tiny_model, write_face3d_dir
 from tools.reference_weights import fill_with_reference_rule
 
 IMAGE_NORMALISATION = (torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))

@@ -17,7 +17,7 @@ from models.networks.drn import RGBNet
 from models.networks.feature_pyramid import FPN
 from models.networks.fnrmvs_net import FNRMVSNet
 from models.networks.step_size_net import StepSizeNet
-from tests.face3d_writer import make_tiny_model, write_face3d_dir
+from tools.face3d_writer import make_tiny_model, write_face3d_dir
 from tools.reference_weights import fill_with_reference_rule, key_seed, rule_kind, rule_tensor
 
 N_VERTICES = 3600  # the synthetic morphable model of ../shared/reference

@@ -12,7 +12,7 @@ from models.networks.face_model_buffers import FaceModelBuffers
 from models.networks.step_size_net import StepSizeNet
 from models.nrmvs.config import NRMVSConfig
 from models.nrmvs.unrolled import LevelModules, _VertexModel, unrolled_optimisation
-from tests.face3d_writer import make_tiny_model, write_face3d_dir
+from tools.face3d_writer import make_tiny_model, write_face3d_dir
 
 # Small nets and feature maps (the full-size CNNs are not what is compared here): C channels, K basis vectors.
 CHANNELS, BASIS, WIDTH = 8, 4, 8

@@ -1,4 +1,4 @@
-"""Writes a synthetic morphable model in the authors' face3d file layout, for loader tests."""
+"""Writes a synthetic morphable model in the authors' face3d file layout (loader tests, the side-by-side benchmark)."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from models.face_model.procedural import make_grid_face
 
 
 def make_tiny_model(exp_dim: int = 70, seed: int = 0) -> dict:
-    """Arrays of a 16 x 18 grid face (288 vertices), see :func:`tools.synthetic_face_model.make_grid_face`."""
+    """Arrays of a 16 x 18 grid face (288 vertices), see :func:`models.face_model.procedural.make_grid_face`."""
     return make_grid_face(16, 18, exp_dim=exp_dim, seed=seed)
 
 
