@@ -83,19 +83,47 @@ def landmark_energy(
     """
     height, width = image_size
     projected = to_image(vertices, height, width)[..., :2]  # (N, V, n, 2)
+    return _landmark_errors(projected, landmarks, landmark_indices, landmark_visible, region_visible, image_size).term
+
+
+class _LandmarkErrors(NamedTuple):
+    """The landmark term and its parts: fixed_error (N, V, 68, 2) model minus detected landmarks, fixed
+    (N, V, 68) its 0/1 weights; dynamic_error (N, V, 68, 2) (zero off the contour), dynamic = 1 - fixed;
+    closest (N, V, 12) the vertices chosen for the contour landmarks; contour: their landmark indices."""
+
+    term: EnergyTerm
+    fixed_error: torch.Tensor
+    fixed: torch.Tensor
+    dynamic_error: torch.Tensor
+    dynamic: torch.Tensor
+    closest: torch.Tensor
+    contour: list[int]
+
+
+def _landmark_errors(
+    projected: torch.Tensor,
+    landmarks: torch.Tensor,
+    landmark_indices: torch.Tensor,
+    landmark_visible: torch.Tensor,
+    region_visible: torch.Tensor,
+    image_size: tuple[int, int],
+) -> _LandmarkErrors:
+    """The fixed and dynamic landmark errors of (N, V, n, 2) image-space vertices (see :func:`landmark_energy`)."""
+    height, width = image_size
     model_landmarks = projected[:, :, landmark_indices]  # (N, V, 68, 2)
 
     fixed = torch.zeros_like(landmark_visible)
     fixed[:, :, list(FIXED_LANDMARKS)] = True
-    fixed = (fixed | landmark_visible).to(vertices.dtype)  # (N, V, 68)
+    fixed = (fixed | landmark_visible).to(projected.dtype)  # (N, V, 68)
     dynamic = 1.0 - fixed
 
-    fixed_value = ((model_landmarks - landmarks).square().sum(dim=-1) * fixed).mean()
-    fixed_residual = ((model_landmarks - landmarks).abs() * fixed.unsqueeze(-1)).mean(dim=2)
+    fixed_error = model_landmarks - landmarks
+    fixed_value = (fixed_error.square().sum(dim=-1) * fixed).mean()
+    fixed_residual = (fixed_error.abs() * fixed.unsqueeze(-1)).mean(dim=2)
 
     # Only contour landmarks can be dynamic; the others contribute exact zeros to the dynamic term.
     contour = list(CONTOUR_LANDMARKS)
-    closest = closest_visible_vertices(landmarks[:, :, contour], projected.detach(), region_visible)
+    closest = closest_visible_vertices(landmarks[:, :, contour], projected.detach(), region_visible)  # (N, V, 12)
     contour_points = torch.gather(projected, 2, closest.unsqueeze(-1).expand(-1, -1, -1, 2))  # (N, V, 12, 2)
     dynamic_error = torch.zeros_like(model_landmarks)
     dynamic_error[:, :, contour] = contour_points - landmarks[:, :, contour]
@@ -104,7 +132,8 @@ def landmark_energy(
 
     residuals = fixed_residual + dynamic_residual
     residuals = residuals / residuals.new_tensor([width - 1.0, height - 1.0])
-    return EnergyTerm(fixed_value + dynamic_value, residuals)
+    term = EnergyTerm(fixed_value + dynamic_value, residuals)
+    return _LandmarkErrors(term, fixed_error, fixed, dynamic_error, dynamic, closest, contour)
 
 
 class PairGradient(NamedTuple):
@@ -194,37 +223,18 @@ def landmark_energy_and_gradient(
         the energy term and the gradient (N, V, n, 2) of its value with respect to ``projected``: nonzero
         only at the landmark vertices and at the vertices chosen for the dynamic landmarks.
     """
-    height, width = image_size
     n_samples, n_views = projected.shape[:2]
     count = float(n_samples * n_views * landmarks.shape[2])
-    model_landmarks = projected[:, :, landmark_indices]  # (N, V, 68, 2)
-
-    fixed = torch.zeros_like(landmark_visible)
-    fixed[:, :, list(FIXED_LANDMARKS)] = True
-    fixed = (fixed | landmark_visible).to(projected.dtype)  # (N, V, 68)
-    dynamic = 1.0 - fixed
-
-    fixed_error = model_landmarks - landmarks
-    fixed_value = (fixed_error.square().sum(dim=-1) * fixed).mean()
-    fixed_residual = (fixed_error.abs() * fixed.unsqueeze(-1)).mean(dim=2)
-
-    contour = list(CONTOUR_LANDMARKS)
-    closest = closest_visible_vertices(landmarks[:, :, contour], projected, region_visible)  # (N, V, 12)
-    contour_points = torch.gather(projected, 2, closest.unsqueeze(-1).expand(-1, -1, -1, 2))
-    dynamic_error = torch.zeros_like(model_landmarks)
-    dynamic_error[:, :, contour] = contour_points - landmarks[:, :, contour]
-    dynamic_value = (dynamic_error.square().sum(dim=-1) * dynamic).mean()
-    dynamic_residual = (dynamic_error.abs() * dynamic.unsqueeze(-1)).mean(dim=2)
-
-    residuals = fixed_residual + dynamic_residual
-    residuals = residuals / residuals.new_tensor([width - 1.0, height - 1.0])
+    errors = _landmark_errors(projected, landmarks, landmark_indices, landmark_visible, region_visible, image_size)
+    fixed, dynamic, contour = errors.fixed, errors.dynamic, errors.contour
 
     gradient = torch.zeros_like(projected)
-    fixed_gradient = fixed_error * (fixed.unsqueeze(-1) * (2.0 / count))
+    fixed_gradient = errors.fixed_error * (fixed.unsqueeze(-1) * (2.0 / count))
     gradient.index_add_(2, landmark_indices, fixed_gradient)
-    dynamic_gradient = dynamic_error[:, :, contour] * (dynamic[:, :, contour].unsqueeze(-1) * (2.0 / count))
-    gradient.view(-1, 2).index_add_(0, _flat_rows(closest, projected.shape[2]), dynamic_gradient.reshape(-1, 2))
-    return LandmarkEnergyGradient(EnergyTerm(fixed_value + dynamic_value, residuals), gradient)
+    dynamic_gradient = errors.dynamic_error[:, :, contour] * (dynamic[:, :, contour].unsqueeze(-1) * (2.0 / count))
+    rows = _flat_rows(errors.closest, projected.shape[2])
+    gradient.view(-1, 2).index_add_(0, rows, dynamic_gradient.reshape(-1, 2))
+    return LandmarkEnergyGradient(errors.term, gradient)
 
 
 def _flat_rows(index: torch.Tensor, num_vertices: int) -> torch.Tensor:
