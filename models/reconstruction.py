@@ -31,7 +31,6 @@ from .face_model.morphable_model import MorphableModel
 from .fitting.multiview_fit import FitConfig, fit_multiview
 from .io.case_outputs import staged_directory, write_case
 from .io.face_identity import choose_faces
-from .io.landmark_checks import check_landmarks
 from .io.landmark_detectors import LandmarkDetector, create_detector
 from .io.mesh_exports import CaseMeshes, ExportOptions, write_exports
 from .io.preprocess import (
@@ -275,17 +274,19 @@ class Reconstruction:
 
 
 class _Photo(NamedTuple):
-    """A loaded photo: pixels, file (None for an array), name in messages, given landmarks and their source."""
+    """A loaded photo: pixels, file (None for an array), name in messages, given landmarks, their source and
+    their name in messages (their file, or None: the photo's name)."""
 
     pixels: np.ndarray
     path: Path | None
     name: str
     landmarks: np.ndarray | None
     landmark_source: str
+    landmark_name: str | None = None
 
 
 def _load(photo: str | Path | np.ndarray, given: np.ndarray | None, index: int) -> _Photo:
-    """Read one photo and its landmarks (given, or from a ``<photo>.txt``/``.npy`` file beside it, checked)."""
+    """Read one photo and its landmarks (given, or from a ``<photo>.txt``/``.npy`` file beside it)."""
     if isinstance(photo, np.ndarray):
         return _Photo(check_photo(photo, f"photo {index}"), None, f"photo {index}", given, "given")
     path = Path(photo)
@@ -295,9 +296,7 @@ def _load(photo: str | Path | np.ndarray, given: np.ndarray | None, index: int) 
     points_file = landmark_file(path)
     if points_file is None:
         return _Photo(pixels, path, str(path), None, "given")
-    points = read_landmark_file(points_file)
-    check_landmarks(points, (pixels.shape[1], pixels.shape[0]), str(points_file))
-    return _Photo(pixels, path, str(path), points, "file")
+    return _Photo(pixels, path, str(path), read_landmark_file(points_file), "file", str(points_file))
 
 
 def prepare_views(
@@ -331,7 +330,14 @@ def prepare_views(
     views = []
     for photo, box, note in zip(loaded, boxes, notes, strict=True):
         view = prepare_photo(
-            photo.pixels, detector, photo.landmarks, photo.name, photo.path, photo.landmark_source, face=box
+            photo.pixels,
+            detector,
+            photo.landmarks,
+            photo.name,
+            photo.path,
+            photo.landmark_source,
+            face=box,
+            landmark_name=photo.landmark_name,
         )
         views.append(view._replace(face_note=note))
     return consistent_landmarks(views, detector)

@@ -346,11 +346,12 @@ def prepare_view(path: Path, detector: LandmarkDetector) -> PreparedView:
     """
     photo = load_photo(path)
     points_file = landmark_file(path)
-    user_points = None
-    if points_file is not None:
-        user_points = read_landmark_file(points_file)
-        check_landmarks(user_points, (photo.shape[1], photo.shape[0]), str(points_file))
-    return prepare_photo(photo, detector, user_points, name=str(path), path=path, landmark_source="file")
+    if points_file is None:
+        return prepare_photo(photo, detector, name=str(path), path=path)
+    points = read_landmark_file(points_file)
+    return prepare_photo(
+        photo, detector, points, str(path), path, landmark_source="file", landmark_name=str(points_file)
+    )
 
 
 def check_photo(photo: np.ndarray, name: str) -> np.ndarray:
@@ -372,6 +373,7 @@ def prepare_photo(
     path: Path | None = None,
     landmark_source: str = "given",
     face: FaceBox | None = None,
+    landmark_name: str | None = None,
 ) -> PreparedView:
     """Pad, crop and resize one photo and find its landmarks on the crop.
 
@@ -382,6 +384,7 @@ def prepare_photo(
         landmarks: (68, 2) or (468, 2) landmarks in photo pixels (x right, y down), replacing detection.
         name: how messages name the photo. path: recorded in the result (None for an array).
         landmark_source: recorded as the landmarks' source when ``landmarks`` are given.
+        landmark_name: how messages about the landmarks name them (their file; default ``name``).
         face: the face to crop (its box in the padded photo, e.g. from
             :func:`models.io.face_identity.choose_faces`), instead of the largest one the detector finds.
     Raises:
@@ -399,7 +402,7 @@ def prepare_photo(
     ):
         raise InputError(f"{name}: expected {NUM_LANDMARKS} or {NUM_MEDIAPIPE_POINTS} finite landmarks of 2 values")
     if user_points is not None:
-        check_landmarks(user_points, (width, height), name)
+        check_landmarks(user_points, (width, height), landmark_name or name)
     padded, box = _face_box(photo, detector, user_points, name) if face is None else (reflect_pad(photo), face)
     upscaled = photo
     if crop_side(box) < MIN_CROP_SIDE:
