@@ -85,4 +85,6 @@ def _check(coeffs: torch.Tensor, basis: torch.Tensor, name: str) -> None:
 def _vertex_rows(flat: torch.Tensor, index: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """Rows (3 per vertex, interleaved) of the vertices ``index`` of a flat (3n, ...) array."""
     columns = flat.shape[1:]
-    return flat.view(num_vertices, 3, *columns)[index].reshape(3 * index.shape[0], *columns)
+    # index_select: the same rows as advanced indexing, faster on CPU
+    rows = torch.index_select(flat.reshape(num_vertices, -1), 0, index)
+    return rows.reshape(3 * index.shape[0], *columns)

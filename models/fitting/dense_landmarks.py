@@ -27,7 +27,7 @@ from ..face_model.mediapipe_layout import FACE_OVAL, MEDIAPIPE_LAYOUT
 from ..geometry.camera import pose_vertices, to_image
 from ..geometry.normals import vertex_normals
 from .landmark_pose import affine_pose
-from .landmark_term import TermRound
+from .landmark_term import LandmarkResiduals, TermRound
 from .photometric import pseudo_huber
 from .region_mesh import RegionMesh
 
@@ -137,7 +137,11 @@ class DenseLandmarkTerm:
             penalty = 2.0 * pseudo_huber(residual.square().sum(dim=-1), scale)
             return (weights * penalty).sum() / total
 
-        return TermRound(self.points, energy)
+        def residuals(projected: torch.Tensor) -> LandmarkResiduals:
+            return LandmarkResiduals(projected - self.landmarks, point_index, weights / total, scale)
+
+        point_index = torch.arange(self.landmarks.shape[1], device=weights.device).expand(weights.shape[0], -1)
+        return TermRound(self.points, energy, residuals)
 
     @torch.no_grad()
     def errors(self, region_vertices: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:

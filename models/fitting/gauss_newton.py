@@ -1,25 +1,28 @@
-"""Levenberg-Marquardt for the dense landmark stages of the weights-free fit.
+"""Levenberg-Marquardt for the weights-free fit: the projection Jacobian of model points and the damped loop.
 
-With dense landmarks and no photometric term, the energy is a weighted robust sum of squared 2D residuals plus
-quadratic priors: a nonlinear least-squares problem of a few hundred variables. Gauss-Newton steps, with the
-pseudo-Huber penalty handled by iteratively re-weighted least squares (its weight ``1 / sqrt(1 + r^2 / c^2)``
-at the current residual makes a quadratic that lies above the penalty and touches it there, so a step that
-lowers the quadratic lowers the energy) and Levenberg's damping of the normal equations (Marquardt's scaling by
-their diagonal), converge in about ten iterations where L-BFGS needs hundreds: the problem is ill-conditioned
-(depth trades against rotation between the views).
+Every stage of the fit minimises sums of weighted squares of image-space residuals (landmark positions,
+photometric colour differences) plus quadratic priors, over a few hundred variables: a nonlinear least-squares
+problem. Gauss-Newton steps, robust penalties handled by iteratively re-weighted least squares (a concave
+penalty phi(r^2) is replaced by the quadratic ``phi'(r0^2) r^2`` that lies above it and touches it at the
+current residual, so a step that lowers the quadratic lowers the energy), and Levenberg's damping of the normal
+equations (Marquardt's scaling by their diagonal) converge in a few iterations where L-BFGS needs hundreds: the
+problem is ill-conditioned (depth trades against rotation between the views).
 
 The Jacobian is written out: a point of view v is ``p = s R(pitch, yaw, roll) (mean + S shape + E expr_v - d) +
 t`` (weak perspective, :mod:`models.geometry.camera`), its image position ``(p_x + W / 2, H / 2 - 1 - p_y)``.
+Variables are ordered rotation (3), log_scale (1), translation (2) of each view, then shape (ks,) when fitted,
+then expression (V, ke) when fitted.
 """
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
+from ..face_model.linear_model import LinearFaceModel
 from ..geometry.camera import remove_depth_offset, to_image
-from .dense_landmarks import DenseLandmarkTerm
 from .parameters import ANGLE_UNIT, LOG_SCALE_UNIT, FitParameters
-from .photometric import pseudo_huber
 
 # Levenberg-Marquardt damping: initial value, factors on a rejected and an accepted step, the most rejected steps
 # in a row, and the floor added to the diagonal (relative to its largest entry) so that the system stays regular.
@@ -55,163 +58,191 @@ def _rotations(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> tu
     return rz @ ry @ rx, [rz @ ry @ drx, rz @ dry @ rx, drz @ ry @ rx]
 
 
-class _Linearisation:
-    """Residuals (V, K, 2) of the dense points at the current parameters, and the normal equations of their
-    weighted least squares over the free variables, in the order rotation (3), log_scale (1), translation (2) of
-    each view, then shape (ks,) when fitted, then expression (V, ke) when fitted."""
+class Variables(NamedTuple):
+    """Which variables a stage frees, and where each view's lie among them.
 
-    def __init__(self, term: DenseLandmarkTerm, fit_shape: bool, fit_expression: bool) -> None:
-        self.term = term
-        self.fit_shape = fit_shape
-        self.fit_expression = fit_expression
-        face = term.points
-        count = face.num_vertices
-        self.shape_basis = face.shape_basis.view(count, 3, -1).double()  # (K, 3, ks)
-        self.exp_basis = face.exp_basis.view(count, 3, -1).double()  # (K, 3, ke)
-        self.image_size = term.image_size
-        self.targets = term.landmarks.double()
-        self.flip = torch.tensor([1.0, -1.0], dtype=torch.float64, device=self.targets.device)  # image v = -y
-        views = self.targets.shape[0]
-        shape_count = self.shape_basis.shape[-1] if fit_shape else 0
-        exp_count = self.exp_basis.shape[-1] if fit_expression else 0
-        self.size = 6 * views + shape_count + views * exp_count
-        self.columns = [  # each view's variables among all of them
+    size: P, the number of free variables. columns: per view, (c,) int64 indices of the variables that move its
+    points (its pose, the shape, its expression), in :class:`PointJacobian`'s column order.
+    """
+
+    fit_shape: bool
+    fit_expression: bool
+    size: int
+    columns: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, params: FitParameters, fit_shape: bool, fit_expression: bool) -> "Variables":
+        views = params.rotation.shape[0]
+        device = params.rotation.device
+        shape_count = params.shape.numel() if fit_shape else 0
+        exp_count = params.expression.shape[1] if fit_expression else 0
+        expressions = 6 * views + shape_count
+        columns = [
             torch.cat(
                 [
                     torch.arange(6 * v, 6 * v + 6),
-                    torch.arange(6 * views, 6 * views + shape_count),
-                    torch.arange(
-                        6 * views + shape_count + v * exp_count, 6 * views + shape_count + (v + 1) * exp_count
-                    ),
+                    torch.arange(6 * views, expressions),
+                    torch.arange(expressions + v * exp_count, expressions + (v + 1) * exp_count),
                 ]
-            ).to(self.targets.device)
+            ).to(device)
             for v in range(views)
         ]
+        return cls(fit_shape, fit_expression, expressions + views * exp_count, columns)
 
-    def residuals(self, params: FitParameters) -> torch.Tensor:
-        points = params.camera_vertices(self.term.points).double()
-        return to_image(points, *self.image_size)[..., :2] - self.targets
+    def values(self, params: FitParameters) -> torch.Tensor:
+        """(P,) float64 current values of the free variables."""
+        values = [torch.cat([params.rotation, params.log_scale.unsqueeze(1), params.translation], dim=1).reshape(-1)]
+        if self.fit_shape:
+            values.append(params.shape.reshape(-1))
+        if self.fit_expression:
+            values.append(params.expression.reshape(-1))
+        return torch.cat(values).double()
 
-    def jacobians(self, params: FitParameters) -> torch.Tensor:
-        """(V, K * 2, c) each view's residuals' derivatives by its own variables (:attr:`columns`)."""
+    def assign(self, params: FitParameters, values: torch.Tensor) -> None:
+        """Set the free variables of ``params`` to ``values`` (P,)."""
+        views = params.rotation.shape[0]
+        pose = values[: 6 * views].view(views, 6).to(params.rotation.dtype)
+        params.rotation, params.log_scale = pose[:, :3].clone(), pose[:, 3].clone()
+        params.translation = pose[:, 4:].clone()
+        offset = 6 * views
+        if self.fit_shape:
+            params.shape = values[offset : offset + params.shape.numel()].to(params.shape.dtype).clone()
+            offset += params.shape.numel()
+        if self.fit_expression:
+            params.expression = values[offset:].view_as(params.expression).to(params.expression.dtype).clone()
+
+    def prior(self, params: FitParameters, shape_weight: float, expression_weight: float) -> torch.Tensor:
+        """(P,) diagonal d of the priors over the free variables: ``E_prior = sum_i d_i theta_i^2`` as
+        :meth:`FitParameters.prior` (the pose has none)."""
+        views = params.rotation.shape[0]
+        parts = [params.rotation.new_zeros(6 * views, dtype=torch.float64)]
+        if self.fit_shape:
+            parts.append(torch.full((params.shape.numel(),), shape_weight, dtype=torch.float64))
+        if self.fit_expression:
+            parts.append(torch.full((params.expression.numel(),), expression_weight / views, dtype=torch.float64))
+        return torch.cat([part.to(params.rotation.device) for part in parts])
+
+
+class PointJacobian:
+    """Image positions of a linear model's m points in every view, and their derivatives by the free variables.
+
+    Args:
+        points: the :class:`LinearFaceModel` of the points. image_size: (H, W). variables: the free variables.
+    """
+
+    def __init__(self, points: LinearFaceModel, image_size: tuple[int, int], variables: Variables) -> None:
+        self.points = points
+        self.image_size = image_size
+        self.variables = variables
+
+    def jacobians(
+        self, params: FitParameters, points: torch.Tensor | None = None, dtype: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """(V, r, 2, c) each view's image positions' derivatives by its own variables (:attr:`Variables.columns`),
+        for the points ``points`` (r,) (default: all m), in ``dtype``."""
         pose = params.pose()
         radians = [angle.double() * (math.pi / 180.0) for angle in (pose.pitch, pose.yaw, pose.roll)]
         rotation, derivatives = _rotations(*radians)
         scale = pose.scale.double().view(-1, 1, 1)
-        model = remove_depth_offset(self.term.points.vertices(params.shape, params.expression).double())  # (V, K, 3)
+        face = self.points if points is None else self.points.take(points)
+        model = remove_depth_offset(face.vertices(params.shape, params.expression)).double()  # (V, r, 3)
         views, count = model.shape[:2]
-        flip = self.flip
+        flip = model.new_tensor([1.0, -1.0])  # image v = -y
         pose_columns = [ANGLE_UNIT * scale * (model @ d.mT)[..., :2] * flip for d in derivatives]
         pose_columns.append(LOG_SCALE_UNIT * (scale * (model @ rotation.mT))[..., :2] * flip)
-        columns = [torch.stack(pose_columns, dim=-1), torch.diag(flip).expand(views, count, 2, 2)]
-        projection = scale * rotation[:, :2] * flip.view(1, 2, 1)  # (V, 2, 3): d(u, v) / d(model point)
-        if self.fit_shape:
-            columns.append(torch.einsum("vij,kjc->vkic", projection, self.shape_basis))
-        if self.fit_expression:
-            columns.append(torch.einsum("vij,kjc->vkic", projection, self.exp_basis))
-        return torch.cat(columns, dim=-1).reshape(views, count * 2, -1)
+        jacobian = model.new_empty(views, count, 2, self.variables.columns[0].numel(), dtype=dtype)
+        jacobian[..., :4] = torch.stack(pose_columns, dim=-1)
+        jacobian[..., 4:6] = torch.diag(flip)
+        projection = (scale * rotation[:, :2] * flip.view(1, 2, 1)).to(dtype)  # (V, 2, 3): d(u, v) / d(model point)
+        offset = 6
+        bases = ((self.variables.fit_shape, face.shape_basis), (self.variables.fit_expression, face.exp_basis))
+        for fitted, basis in bases:
+            if fitted:
+                rows = basis.view(count, 3, -1).to(dtype)
+                jacobian[..., offset : offset + rows.shape[-1]] = torch.einsum("vij,kjc->vkic", projection, rows)
+                offset += rows.shape[-1]
+        return jacobian
 
-    def normal_equations(
-        self, params: FitParameters, residual: torch.Tensor, row_weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``J^T W J`` (P, P) and ``J^T W r`` (P,) with W = diag(row_weights), row_weights (V, K)."""
-        jacobians = self.jacobians(params)
-        hessian = residual.new_zeros(self.size, self.size)
-        gradient = residual.new_zeros(self.size)
-        for view, columns in enumerate(self.columns):
-            weighted = jacobians[view] * row_weights[view].repeat_interleave(2).unsqueeze(1)
-            hessian[columns.unsqueeze(1), columns.unsqueeze(0)] += weighted.mT @ jacobians[view]
-            gradient[columns] += weighted.mT @ residual[view].reshape(-1)
-        return hessian, gradient
+    def positions(self, params: FitParameters) -> torch.Tensor:
+        """(V, m, 2) image positions, pixels."""
+        return to_image(params.camera_vertices(self.points), *self.image_size)[..., :2]
 
 
-def _variables(params: FitParameters, fit_shape: bool, fit_expression: bool) -> list[torch.Tensor]:
-    """The free variables in the Jacobian's column order (pose of each view interleaved, see _Linearisation)."""
-    variables = [torch.cat([params.rotation, params.log_scale.unsqueeze(1), params.translation], dim=1).reshape(-1)]
-    if fit_shape:
-        variables.append(params.shape.reshape(-1))
-    if fit_expression:
-        variables.append(params.expression.reshape(-1))
-    return variables
+class NormalEquations:
+    """``H = 2 sum w J^T J`` (P, P) and ``g = 2 sum w J^T r`` (P,), the Gauss-Newton system of ``sum w |r|^2``."""
 
+    def __init__(self, variables: Variables, like: torch.Tensor) -> None:
+        self.variables = variables
+        self.hessian = like.new_zeros(variables.size, variables.size, dtype=torch.float64)
+        self.gradient = like.new_zeros(variables.size, dtype=torch.float64)
 
-def _assign(params: FitParameters, values: torch.Tensor, fit_shape: bool, fit_expression: bool) -> None:
-    views = params.rotation.shape[0]
-    pose = values[: 6 * views].view(views, 6).to(params.rotation.dtype)
-    params.rotation, params.log_scale, params.translation = pose[:, :3].clone(), pose[:, 3].clone(), pose[:, 4:].clone()
-    offset = 6 * views
-    if fit_shape:
-        params.shape = values[offset : offset + params.shape.numel()].to(params.shape.dtype).clone()
-        offset += params.shape.numel()
-    if fit_expression:
-        params.expression = values[offset:].view_as(params.expression).to(params.expression.dtype).clone()
+    def add_points(self, view: int, jacobian: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor) -> None:
+        """Rows of one view: jacobian (r, k, c) by the view's variables, residual (r, k), weight (r,)."""
+        rows = jacobian.reshape(-1, jacobian.shape[-1]).double()
+        weighted = rows * (2.0 * weight.double()).repeat_interleave(jacobian.shape[1]).unsqueeze(1)
+        columns = self.variables.columns[view]
+        self.hessian[columns.unsqueeze(1), columns.unsqueeze(0)] += weighted.mT @ rows
+        self.gradient[columns] += weighted.mT @ residual.reshape(-1).double()
+
+    def add_differences(
+        self,
+        views: tuple[int, int],
+        jacobians: tuple[torch.Tensor, torch.Tensor],
+        difference: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> None:
+        """Rows ``f_i - f_j`` of a view pair (i, j): jacobians (r, k, c) of f_i and of f_j by their views'
+        variables, difference (r, k), weight (r,)."""
+        first, second = jacobians
+        rows = first.new_zeros(first.shape[0] * first.shape[1], self.variables.size)
+        rows.index_add_(1, self.variables.columns[views[0]], first.reshape(rows.shape[0], -1))
+        rows.index_add_(1, self.variables.columns[views[1]], -second.reshape(rows.shape[0], -1))
+        weighted = rows * (2.0 * weight).to(rows.dtype).repeat_interleave(first.shape[1]).unsqueeze(1)
+        self.hessian += (weighted.mT @ rows).double()
+        self.gradient += (weighted.mT @ difference.reshape(-1).to(rows.dtype)).double()
 
 
 @torch.no_grad()
-def gauss_newton_round(
-    term: DenseLandmarkTerm,
+def levenberg_marquardt(
     params: FitParameters,
-    weights: torch.Tensor,
+    variables: Variables,
+    prior: torch.Tensor,
     iterations: int,
-    fit_shape: bool,
-    fit_expression: bool,
-    landmark_weight: float,
-    shape_prior_weight: float,
-    expression_prior_weight: float,
+    linearise: Callable[[], NormalEquations],
+    data_energy: Callable[[], float],
 ) -> int:
-    """Minimise ``landmark_weight * E_dense + priors`` in place with the points' weights held fixed.
+    """Minimise ``data_energy() + sum(prior * theta^2)`` over the free variables theta, in place.
 
     Args:
-        term: the dense term (its targets, robust scale and point model). params: updated in place.
-        weights: (V, K) the points' weights a_vk for this round. iterations: the most Gauss-Newton steps.
-        fit_shape, fit_expression: which coefficients are free (the pose always is).
-        landmark_weight, shape_prior_weight, expression_prior_weight: as in
-            :class:`~models.fitting.multiview_fit.FitConfig`.
+        params: updated in place (left at the lowest energy found). variables: the free ones.
+        prior: (P,) the priors' diagonal (:meth:`Variables.prior`). iterations: the most Gauss-Newton steps.
+        linearise: the normal equations of the data terms at the current ``params``.
+        data_energy: the data terms' energy at the current ``params``.
     Returns:
         The number of accepted steps.
     """
-    linear = _Linearisation(term, fit_shape, fit_expression)
-    weights = weights.double()
-    views = weights.shape[0]
-    scale = term.robust_scale
-    data_weight = landmark_weight / float(weights.sum().clamp(min=1.0))
-    prior_diagonal = [torch.zeros(6 * views, dtype=torch.float64, device=weights.device)]
-    if fit_shape:
-        prior_diagonal.append(torch.full_like(params.shape, shape_prior_weight, dtype=torch.float64).reshape(-1))
-    if fit_expression:
-        per_view = torch.full_like(params.expression, expression_prior_weight / views, dtype=torch.float64)
-        prior_diagonal.append(per_view.reshape(-1))
-    prior = torch.cat(prior_diagonal)  # E_prior = sum(prior * theta^2) over the free variables
-
-    def energy(residual: torch.Tensor, theta: torch.Tensor) -> float:
-        penalty = 2.0 * pseudo_huber(residual.square().sum(dim=-1), scale)
-        return float(data_weight * (weights * penalty).sum() + (prior * theta.square()).sum())
-
-    theta = torch.cat(_variables(params, fit_shape, fit_expression)).double()
-    residual = linear.residuals(params)
-    current = energy(residual, theta)
+    theta = variables.values(params)
+    current = data_energy() + float((prior * theta.square()).sum())
     damping = INITIAL_DAMPING
     accepted = 0
     for _ in range(iterations):
-        robust = weights / torch.sqrt(1.0 + residual.square().sum(dim=-1) / scale**2)  # (V, K)
-        hessian, gradient = linear.normal_equations(params, residual, 2.0 * data_weight * robust)
-        hessian = hessian + torch.diag(2.0 * prior)
-        gradient = gradient + 2.0 * prior * theta
+        system = linearise()
+        hessian = system.hessian + torch.diag(2.0 * prior)
+        gradient = system.gradient + 2.0 * prior * theta
         diagonal = hessian.diagonal().clamp(min=DIAGONAL_FLOOR * float(hessian.diagonal().max()))
         for _ in range(MAX_REJECTIONS):
             step = torch.linalg.solve(hessian + torch.diag(damping * diagonal), -gradient)
-            _assign(params, theta + step, fit_shape, fit_expression)
-            trial_residual = linear.residuals(params)
-            trial = energy(trial_residual, theta + step)
+            variables.assign(params, theta + step)
+            trial = data_energy() + float((prior * (theta + step).square()).sum())
             if trial < current:
                 damping = max(damping / DAMPING_DECREASE, DIAGONAL_FLOOR)
                 break
             damping *= DAMPING_INCREASE
         else:
-            _assign(params, theta, fit_shape, fit_expression)
+            variables.assign(params, theta)
             break
         decrease = current - trial
-        theta, residual, current = theta + step, trial_residual, trial
+        theta, current = theta + step, trial
         accepted += 1
         if decrease <= RELATIVE_DECREASE_TOLERANCE * abs(current):
             break

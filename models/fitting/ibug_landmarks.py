@@ -12,9 +12,9 @@ from ..face_model.landmark_layout import CONTOUR_LANDMARKS
 from ..face_model.morphable_model import MorphableModel
 from ..geometry.camera import to_image
 from ..geometry.visibility import visible_distances
-from ..nrmvs.energy import landmark_energy
+from ..nrmvs.energy import landmark_energy, landmark_errors
 from .landmark_pose import landmark_pose
-from .landmark_term import TermRound
+from .landmark_term import LandmarkResiduals, TermRound
 from .region_mesh import RegionMesh
 
 
@@ -67,7 +67,20 @@ class IbugLandmarkTerm:
             )
             return term.value
 
-        return TermRound(region.face.take(working), energy)
+        def residuals(projected: torch.Tensor) -> LandmarkResiduals:
+            errors = landmark_errors(
+                projected.unsqueeze(0), targets, positions, landmark_visible, candidate_visible, self.image_size
+            )
+            views = projected.shape[0]
+            contour = errors.contour
+            mean = 1.0 / (views * errors.fixed.shape[-1])  # the energy is a mean over views and landmarks
+            return LandmarkResiduals(
+                residual=torch.cat([errors.fixed_error[0], errors.dynamic_error[0, :, contour]], dim=1),
+                point=torch.cat([positions.expand(views, -1), errors.closest[0]], dim=1),
+                weight=torch.cat([errors.fixed[0], errors.dynamic[0, :, contour]], dim=1) * mean,
+            )
+
+        return TermRound(region.face.take(working), energy, residuals)
 
     @torch.no_grad()
     def errors(self, region_vertices: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:

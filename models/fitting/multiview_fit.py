@@ -42,22 +42,18 @@ from ..face_model.dense_landmarks import DenseLandmarks
 from ..face_model.landmark_layout import NUM_LANDMARKS
 from ..face_model.linear_model import LinearFaceModel
 from ..face_model.morphable_model import MorphableModel
-from ..geometry.camera import Pose, denormalize_pose, normalize_pose, pose_vertices
-from ..geometry.normals import vertex_normals
-from ..geometry.visibility import backface_visibility
-from ..nrmvs.feature_sampling import sample_at_vertices
+from ..geometry.camera import Pose, denormalize_pose, normalize_pose, pose_vertices, to_image
+from ..geometry.normals import unit_normals, vertex_normal_sums
+from ..geometry.visibility import facing_camera
+from ..nrmvs.feature_sampling import central_difference_gradients, sample_at_vertices
 from .dense_landmarks import DenseLandmarkTerm
-from .gauss_newton import gauss_newton_round
+from .gauss_newton import NormalEquations, PointJacobian, Variables, levenberg_marquardt
 from .ibug_landmarks import IbugLandmarkTerm
 from .landmark_pose import check_landmarks
 from .landmark_term import LandmarkTerm, TermRound
-from .lbfgs import minimise
 from .parameters import FitParameters
 from .photometric import estimate_shading, gaussian_blur, inside_image, photometric_consistency
 from .region_mesh import RegionMesh, region_mesh
-
-# L-BFGS memory (pairs of updates kept).
-LBFGS_HISTORY = 10
 
 # Smallest image side accepted (the blur and sampling need a few pixels).
 MIN_IMAGE_SIDE = 16
@@ -229,11 +225,13 @@ class _RoundSetup(NamedTuple):
     region's photometric samples with their visibility (V, p) and shading (V, p).
 
     face: :class:`LinearFaceModel` of the working points, the landmark term's first; landmark_count: how many.
+    photometric_face: the model of the photometric samples (the rest of ``face``), or None.
     """
 
     face: LinearFaceModel
     landmark_count: int
     landmark_round: TermRound
+    photometric_face: LinearFaceModel | None
     photometric_visible: torch.Tensor | None
     shading: torch.Tensor | None
 
@@ -243,73 +241,164 @@ def _concatenate(first: LinearFaceModel, second: LinearFaceModel) -> LinearFaceM
     return LinearFaceModel(*(None if a is None else torch.cat([a, b]) for a, b in zip(first, second, strict=True)))
 
 
-def _round_setup(problem: _Problem, params: FitParameters, stage_images: torch.Tensor | None) -> _RoundSetup:
-    """Visibility, the landmark term's round and (with ``stage_images``) shading at the current parameters."""
+class _RegionState(NamedTuple):
+    """The region sub-mesh at some parameters: vertices (V, s, 3) camera space, visible (V, s) back-face visibility,
+    normal_sums (V, s, 3) summed triangle normals (into the head)."""
+
+    vertices: torch.Tensor
+    visible: torch.Tensor
+    normal_sums: torch.Tensor
+
+
+@torch.no_grad()
+def _region_state(problem: _Problem, params: FitParameters) -> _RegionState:
     region = problem.region
-    with torch.no_grad():
-        region_vertices = params.camera_vertices(region.face)  # (V, s, 3)
-        visible = backface_visibility(region_vertices, region.triangles, region.adjacent)  # (V, s)
+    vertices = params.camera_vertices(region.face)
+    sums = vertex_normal_sums(vertices, region.triangles, region.adjacent)
+    return _RegionState(vertices, facing_camera(sums), sums)
+
+
+def _round_setup(problem: _Problem, state: _RegionState, stage_images: torch.Tensor | None) -> _RoundSetup:
+    """The landmark term's round and (with ``stage_images``) shading at the region state of the current parameters."""
+    region = problem.region
+    region_vertices, visible = state.vertices, state.visible
     landmark_round = problem.landmarks.start_round(region_vertices, visible)
     face = landmark_round.face
-    photometric_visible = shading = None
+    photometric_face = photometric_visible = shading = None
     if stage_images is not None:
         photometric_visible = (visible & region.face_region)[:, region.photometric]
-        shading = _sample_shading(problem, region_vertices, region.photometric, photometric_visible, stage_images)
-        face = _concatenate(face, region.face.take(region.photometric))
-    return _RoundSetup(face, landmark_round.face.num_vertices, landmark_round, photometric_visible, shading)
+        shading = _sample_shading(problem, state, region.photometric, photometric_visible, stage_images)
+        photometric_face = region.face.take(region.photometric)
+        face = _concatenate(face, photometric_face)
+    return _RoundSetup(
+        face, landmark_round.face.num_vertices, landmark_round, photometric_face, photometric_visible, shading
+    )
 
 
 @torch.no_grad()
 def _sample_shading(
-    problem: _Problem, region_vertices: torch.Tensor, points: torch.Tensor, visible: torch.Tensor, images: torch.Tensor
+    problem: _Problem, state: _RegionState, points: torch.Tensor, visible: torch.Tensor, images: torch.Tensor
 ) -> torch.Tensor:
     """Shading (V, p) of the region vertices ``points`` (local indices) estimated from ``images``."""
-    region = problem.region
-    normals = -vertex_normals(region_vertices, region.triangles, region.adjacent)[:, points]  # outward
-    positions = region_vertices[:, points]
+    normals = unit_normals(-state.normal_sums[:, points])  # outward
+    positions = state.vertices[:, points]
     colours = sample_at_vertices(images.unsqueeze(0), positions.unsqueeze(0), problem.image_size, False)[0]
     return estimate_shading(colours, normals, visible & inside_image(positions, problem.image_size))
 
 
-def _energy(
+@torch.no_grad()
+def _data_energy(
     params: FitParameters,
     setup: _RoundSetup,
     problem: _Problem,
     stage_images: torch.Tensor | None,
     stage: StageConfig,
     config: FitConfig,
-) -> torch.Tensor:
-    """Scalar energy of the current parameters for one round (stage_images: blurred images or None)."""
+) -> float:
+    """The energy of the current parameters for one round without the priors (stage_images: blurred images or
+    None)."""
     vertices = params.camera_vertices(setup.face)  # (V, w + p, 3)
-    landmark = setup.landmark_round.energy(vertices[:, : setup.landmark_count])
-    energy = config.landmark_weight * landmark + params.prior(*_prior_weights(problem, config))
+    energy = config.landmark_weight * setup.landmark_round.energy(vertices[:, : setup.landmark_count])
     if stage_images is not None:
         points = vertices[:, setup.landmark_count :]  # (V, p, 3)
         colours = sample_at_vertices(
             stage_images.unsqueeze(0), points.unsqueeze(0), problem.image_size, feature_gradient=False
         )[0]
-        visible = setup.photometric_visible & inside_image(points.detach(), problem.image_size)
+        visible = setup.photometric_visible & inside_image(points, problem.image_size)
         photo = photometric_consistency(colours / setup.shading.unsqueeze(1), visible, config.robust_scale)
         energy = energy + stage.photometric_weight * photo.value
-    return energy
+    return float(energy)
 
 
-def _run_stage(problem: _Problem, params: FitParameters, stage: StageConfig, config: FitConfig) -> None:
-    """Minimise the stage's energy in place: ``stage.rounds`` runs, each with fixed visibility (Gauss-Newton for
-    dense landmarks without the photometric term, L-BFGS otherwise)."""
-    photometric = stage.photometric_weight > 0
-    if isinstance(problem.landmarks, DenseLandmarkTerm) and not photometric:
-        _run_dense_stage(problem, params, stage, config)
-        return
-    stage_images = gaussian_blur(problem.images, stage.blur_sigma) if photometric else None
-    variables = params.pose_variables()
-    if stage.fit_shape:
-        variables.append(params.shape)
-    if stage.fit_expression:
-        variables.append(params.expression)
-    for _ in range(stage.rounds):
-        setup = _round_setup(problem, params, stage_images)
-        minimise(variables, stage.iterations, lambda s=setup: _energy(params, s, problem, stage_images, stage, config))
+@torch.no_grad()
+def _normal_equations(
+    params: FitParameters,
+    setup: _RoundSetup,
+    problem: _Problem,
+    stage_maps: torch.Tensor | None,
+    stage: StageConfig,
+    config: FitConfig,
+    variables: Variables,
+) -> NormalEquations:
+    """The Gauss-Newton system of :func:`_data_energy` at the current parameters.
+
+    stage_maps: (V, 9, H, W) the blurred images and their x and y slopes (central differences), or None.
+    """
+    system = NormalEquations(variables, params.shape)
+    landmark_points = params.camera_vertices(setup.landmark_round.face)  # (V, w, 3)
+    landmarks = setup.landmark_round.residuals(to_image(landmark_points, *problem.image_size)[..., :2])
+    weights = config.landmark_weight * landmarks.weight * landmarks.slope()
+    used, rows = torch.unique(landmarks.point, return_inverse=True)  # the points the residuals read
+    derivatives = PointJacobian(setup.landmark_round.face, problem.image_size, variables).jacobians(params, used)
+    for view in range(landmark_points.shape[0]):
+        system.add_points(view, derivatives[view, rows[view]], landmarks.residual[view], weights[view])
+    if stage_maps is not None:
+        _add_photometric(system, params, setup, problem, stage_maps, stage, config)
+    return system
+
+
+def _add_photometric(
+    system: NormalEquations,
+    params: FitParameters,
+    setup: _RoundSetup,
+    problem: _Problem,
+    stage_maps: torch.Tensor,
+    stage: StageConfig,
+    config: FitConfig,
+) -> None:
+    """Add the photometric term's rows at the current parameters (float32 derivatives: the rows are many and a
+    Gauss-Newton step needs no more). Each pair's colour differences are re-weighted by the pseudo-Huber penalty's
+    slope."""
+    points = params.camera_vertices(setup.photometric_face)  # (V, p, 3)
+    derivatives = PointJacobian(setup.photometric_face, problem.image_size, system.variables).jacobians(
+        params, dtype=points.dtype
+    )  # (V, p, 2, c)
+    views = points.shape[0]
+    sampled = sample_at_vertices(stage_maps.unsqueeze(0), points.unsqueeze(0), problem.image_size, False)[0]
+    sampled = sampled / setup.shading.unsqueeze(1)  # (V, 9, p): colours and slopes, shading divided out
+    colours = sampled[:, :3].mT  # (V, p, 3)
+    colour_derivatives = torch.einsum("vkcp,vpkq->vpcq", sampled[:, 3:].unflatten(1, (2, 3)), derivatives)
+    visible = setup.photometric_visible & inside_image(points, problem.image_size)
+    pairs = views * (views - 1) / 2.0
+    scale = config.robust_scale
+    for first in range(views - 1):
+        for second in range(first + 1, views):
+            both = torch.nonzero(visible[first] & visible[second]).squeeze(1)
+            if both.numel() == 0:
+                continue
+            difference = colours[first, both] - colours[second, both]  # (b, 3)
+            slope = 0.5 / torch.sqrt(1.0 + difference.square().sum(dim=-1) / scale**2)  # pseudo-Huber's phi'
+            weight = slope * (stage.photometric_weight / (pairs * both.numel()))
+            system.add_differences(
+                (first, second),
+                (colour_derivatives[first, both], colour_derivatives[second, both]),
+                difference,
+                weight,
+            )
+
+
+def _run_stage(
+    problem: _Problem, params: FitParameters, stage: StageConfig, config: FitConfig, state: _RegionState
+) -> None:
+    """Minimise the stage's energy in place: ``stage.rounds`` Levenberg-Marquardt runs of at most
+    ``stage.iterations`` steps, each with the visibility, the landmark term's weights or candidates and the shading
+    held fixed (``state``: the region at the current parameters)."""
+    stage_images = stage_maps = None
+    if stage.photometric_weight > 0:
+        stage_images = gaussian_blur(problem.images, stage.blur_sigma)
+        stage_maps = torch.cat([stage_images, central_difference_gradients(stage_images).flatten(1, 2)], dim=1)
+    variables = Variables.of(params, stage.fit_shape, stage.fit_expression)
+    prior = variables.prior(params, *_prior_weights(problem, config))
+    for index in range(stage.rounds):
+        setup = _round_setup(problem, state if index == 0 else _region_state(problem, params), stage_images)
+        levenberg_marquardt(
+            params,
+            variables,
+            prior,
+            stage.iterations,
+            lambda s=setup: _normal_equations(params, s, problem, stage_maps, stage, config, variables),
+            lambda s=setup: _data_energy(params, s, problem, stage_images, stage, config),
+        )
 
 
 def _prior_weights(problem: _Problem, config: FitConfig) -> tuple[float, float]:
@@ -319,32 +408,12 @@ def _prior_weights(problem: _Problem, config: FitConfig) -> tuple[float, float]:
     return config.shape_prior_weight, config.expression_prior_weight
 
 
-def _run_dense_stage(problem: _Problem, params: FitParameters, stage: StageConfig, config: FitConfig) -> None:
-    """A dense-landmark stage without the photometric term: ``stage.rounds`` Gauss-Newton runs of at most
-    ``stage.iterations`` steps, the points' weights recomputed before each."""
-    term = problem.landmarks
-    for _ in range(stage.rounds):
-        with torch.no_grad():
-            weights = term.weights(params.camera_vertices(problem.region.face))
-        gauss_newton_round(
-            term,
-            params,
-            weights,
-            stage.iterations,
-            stage.fit_shape,
-            stage.fit_expression,
-            config.landmark_weight,
-            *_prior_weights(problem, config),
-        )
-
-
 # ---------------------------------------------------------------------------------------------- reports
 @torch.no_grad()
-def _report(problem: _Problem, params: FitParameters, name: str, seconds: float, photometric: bool) -> StageReport:
-    """Landmark errors and (with ``photometric``) photometric errors (unblurred) of the current state."""
+def _report(problem: _Problem, state: _RegionState, name: str, seconds: float, photometric: bool) -> StageReport:
+    """Landmark errors and (with ``photometric``) photometric errors (unblurred) of the region ``state``."""
     region = problem.region
-    vertices = params.camera_vertices(region.face)  # (V, s, 3)
-    visible = backface_visibility(vertices, region.triangles, region.adjacent)
+    vertices, visible = state.vertices, state.visible
     region_visible = visible & region.face_region
     errors = problem.landmarks.errors(vertices, visible)
     photometric_error = colour_error = math.nan
@@ -353,7 +422,7 @@ def _report(problem: _Problem, params: FitParameters, name: str, seconds: float,
         positions = vertices[:, points]
         colours = sample_at_vertices(problem.images.unsqueeze(0), positions.unsqueeze(0), problem.image_size, False)[0]
         covisible = region_visible[:, points] & inside_image(positions, problem.image_size)
-        shading = _sample_shading(problem, vertices, points, covisible, problem.images)
+        shading = _sample_shading(problem, state, points, covisible, problem.images)
         compensated = photometric_consistency(colours / shading.unsqueeze(1), covisible, 1.0)
         photometric_error = float(compensated.mean_abs_error)
         colour_error = float(photometric_consistency(colours, covisible, 1.0).mean_abs_error)
@@ -464,11 +533,13 @@ def _fit(
     params = FitParameters(_denormalised(term.initial_pose()), mm.shape_std.shape[0], mm.exp_std.shape[0])
     stages = tuple(stage for stage in stages if not (single_view and stage.photometric_weight > 0))
     photometric = any(stage.photometric_weight > 0 for stage in stages)
-    reports = [_report(problem, params, "initialisation", time.perf_counter() - start, photometric)]
+    state = _region_state(problem, params)
+    reports = [_report(problem, state, "initialisation", time.perf_counter() - start, photometric)]
     for stage in stages:
         stage_start = time.perf_counter()
-        _run_stage(problem, params, stage, config)
-        reports.append(_report(problem, params, stage.name, time.perf_counter() - stage_start, photometric))
+        _run_stage(problem, params, stage, config, state)
+        state = _region_state(problem, params)
+        reports.append(_report(problem, state, stage.name, time.perf_counter() - stage_start, photometric))
 
     pose = normalize_pose(params.pose())
     model_vertices = mm.vertices(

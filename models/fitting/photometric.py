@@ -97,15 +97,14 @@ def estimate_shading(colours: torch.Tensor, normals: torch.Tensor, visible: torc
         values = colours.double()  # (V, C, p)
         weight = visible.double()  # (V, p)
         shading = torch.ones_like(weight)
+        ridge = SHADING_EPS * torch.eye(4, dtype=basis.dtype, device=basis.device)
         for _ in range(SHADING_ITERATIONS):
             norm = (weight * shading.square()).sum(0).clamp(min=SHADING_EPS)
             albedo = (values * (weight * shading).unsqueeze(1)).sum(0) / norm  # (C, p)
-            design = albedo.unsqueeze(0).unsqueeze(-1) * basis.unsqueeze(1)  # (V, C, p, 4)
-            design = design * weight.view(weight.shape[0], 1, -1, 1)
-            target = values * weight.unsqueeze(1)
-            ridge = SHADING_EPS * torch.eye(4, dtype=design.dtype, device=design.device)
-            gram = torch.einsum("vcpk,vcpl->vkl", design, design) + ridge
-            rhs = torch.einsum("vcpk,vcp->vk", design, target)
+            # the lighting's normal equations, summed over channels first: design rows w a_c(p) b(p), targets w c_c(p)
+            squared = weight.square()
+            gram = torch.einsum("vp,vpk,vpl->vkl", squared * albedo.square().sum(0), basis, basis) + ridge
+            rhs = torch.einsum("vp,vpk->vk", squared * (values * albedo).sum(1), basis)
             lighting = torch.linalg.solve(gram, rhs)  # (V, 4)
             shading = (basis * lighting.unsqueeze(1)).sum(-1).clamp(min=MIN_SHADING)
         reference = (shading[0] * weight[0]).sum() / weight[0].sum().clamp(min=1.0)

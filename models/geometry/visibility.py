@@ -25,7 +25,13 @@ def backface_visibility(vertices: torch.Tensor, triangles: torch.Tensor, adjacen
     if vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices must have shape (B, n, 3), got {tuple(vertices.shape)}")
     with torch.no_grad():
-        return vertex_normal_sums(vertices, triangles, adjacent)[..., 2] < 0.0
+        return facing_camera(vertex_normal_sums(vertices, triangles, adjacent))
+
+
+def facing_camera(normal_sums: torch.Tensor) -> torch.Tensor:
+    """(..., 3) summed triangle normals (:func:`~models.geometry.normals.vertex_normal_sums`) -> (...) bool, the
+    back-face test of :func:`backface_visibility`."""
+    return normal_sums[..., 2] < 0.0
 
 
 def visible_distances(

@@ -83,10 +83,10 @@ def landmark_energy(
     """
     height, width = image_size
     projected = to_image(vertices, height, width)[..., :2]  # (N, V, n, 2)
-    return _landmark_errors(projected, landmarks, landmark_indices, landmark_visible, region_visible, image_size).term
+    return landmark_errors(projected, landmarks, landmark_indices, landmark_visible, region_visible, image_size).term
 
 
-class _LandmarkErrors(NamedTuple):
+class LandmarkErrors(NamedTuple):
     """The landmark term and its parts: fixed_error (N, V, 68, 2) model minus detected landmarks, fixed
     (N, V, 68) its 0/1 weights; dynamic_error (N, V, 68, 2) (zero off the contour), dynamic = 1 - fixed;
     closest (N, V, 12) the vertices chosen for the contour landmarks; contour: their landmark indices."""
@@ -100,14 +100,14 @@ class _LandmarkErrors(NamedTuple):
     contour: list[int]
 
 
-def _landmark_errors(
+def landmark_errors(
     projected: torch.Tensor,
     landmarks: torch.Tensor,
     landmark_indices: torch.Tensor,
     landmark_visible: torch.Tensor,
     region_visible: torch.Tensor,
     image_size: tuple[int, int],
-) -> _LandmarkErrors:
+) -> LandmarkErrors:
     """The fixed and dynamic landmark errors of (N, V, n, 2) image-space vertices (see :func:`landmark_energy`)."""
     height, width = image_size
     model_landmarks = projected[:, :, landmark_indices]  # (N, V, 68, 2)
@@ -133,7 +133,7 @@ def _landmark_errors(
     residuals = fixed_residual + dynamic_residual
     residuals = residuals / residuals.new_tensor([width - 1.0, height - 1.0])
     term = EnergyTerm(fixed_value + dynamic_value, residuals)
-    return _LandmarkErrors(term, fixed_error, fixed, dynamic_error, dynamic, closest, contour)
+    return LandmarkErrors(term, fixed_error, fixed, dynamic_error, dynamic, closest, contour)
 
 
 class PairGradient(NamedTuple):
@@ -225,7 +225,7 @@ def landmark_energy_and_gradient(
     """
     n_samples, n_views = projected.shape[:2]
     count = float(n_samples * n_views * landmarks.shape[2])
-    errors = _landmark_errors(projected, landmarks, landmark_indices, landmark_visible, region_visible, image_size)
+    errors = landmark_errors(projected, landmarks, landmark_indices, landmark_visible, region_visible, image_size)
     fixed, dynamic, contour = errors.fixed, errors.dynamic, errors.contour
 
     gradient = torch.zeros_like(projected)
