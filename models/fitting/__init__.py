@@ -1,2 +1,2 @@
-"""The weights-free multi-view fit: the closed-form landmark pose, photometric consistency, and the
-coarse-to-fine L-BFGS fit of identity, per-view expressions and poses."""
+"""The weights-free multi-view fit: the closed-form landmark pose, landmark and photometric terms, and the
+coarse-to-fine Levenberg-Marquardt fit of identity, per-view expressions and poses."""

@@ -169,7 +169,11 @@ class PointJacobian:
 
 
 class NormalEquations:
-    """``H = 2 sum w J^T J`` (P, P) and ``g = 2 sum w J^T r`` (P,), the Gauss-Newton system of ``sum w |r|^2``."""
+    """``H = 2 sum w J^T J`` (P, P) and ``g = 2 sum w J^T r`` (P,), the Gauss-Newton system of ``sum w |r|^2``.
+
+    H is accumulated from float32 products (a Gauss-Newton step needs no more: each step is accepted only if the
+    energy falls), g in float64 (it decides where the iteration stops).
+    """
 
     def __init__(self, variables: Variables, like: torch.Tensor) -> None:
         self.variables = variables
@@ -181,7 +185,8 @@ class NormalEquations:
         rows = jacobian.reshape(-1, jacobian.shape[-1]).double()
         weighted = rows * (2.0 * weight.double()).repeat_interleave(jacobian.shape[1]).unsqueeze(1)
         columns = self.variables.columns[view]
-        self.hessian[columns.unsqueeze(1), columns.unsqueeze(0)] += weighted.mT @ rows
+        block = (weighted.float().mT @ rows.float()).double()
+        self.hessian[columns.unsqueeze(1), columns.unsqueeze(0)] += block
         self.gradient[columns] += weighted.mT @ residual.reshape(-1).double()
 
     def add_differences(
@@ -193,13 +198,13 @@ class NormalEquations:
     ) -> None:
         """Rows ``f_i - f_j`` of a view pair (i, j): jacobians (r, k, c) of f_i and of f_j by their views'
         variables, difference (r, k), weight (r,)."""
-        first, second = jacobians
+        first, second = (jacobian.float() for jacobian in jacobians)
         rows = first.new_zeros(first.shape[0] * first.shape[1], self.variables.size)
         rows.index_add_(1, self.variables.columns[views[0]], first.reshape(rows.shape[0], -1))
         rows.index_add_(1, self.variables.columns[views[1]], -second.reshape(rows.shape[0], -1))
-        weighted = rows * (2.0 * weight).to(rows.dtype).repeat_interleave(first.shape[1]).unsqueeze(1)
+        weighted = rows * (2.0 * weight).float().repeat_interleave(first.shape[1]).unsqueeze(1)
         self.hessian += (weighted.mT @ rows).double()
-        self.gradient += (weighted.mT @ difference.reshape(-1).to(rows.dtype)).double()
+        self.gradient += weighted.double().mT @ difference.reshape(-1).double()
 
 
 @torch.no_grad()

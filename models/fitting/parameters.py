@@ -1,4 +1,4 @@
-"""The variables of the weights-free fit: DFNRMVS's parameterisation, in units L-BFGS handles well."""
+"""The variables of the weights-free fit: DFNRMVS's parameterisation, in units of comparable effect."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from ..face_model.linear_model import LinearFaceModel
 from ..geometry.camera import Pose, remove_depth_offset, transform_vertices
 
-# Units of the pose variables L-BFGS sees, chosen so that one unit moves a ~150 px wide face by about
+# Units of the pose variables the optimiser sees, chosen so that one unit moves a ~150 px wide face by about
 # one pixel, like one unit of a normalised coefficient: rotations in centiradians, log-scale in 1e-2.
 ANGLE_UNIT = 1e-2
 LOG_SCALE_UNIT = 1e-2

@@ -12,8 +12,7 @@ from models.face_model.mediapipe_layout import FACE_OVAL
 from models.face_model.morphable_model import MorphableModel
 from models.face_model.procedural import synthetic_morphable_model
 from models.fitting.dense_landmarks import DenseLandmarkTerm, point_model
-from models.fitting.gauss_newton import _Linearisation, _variables, gauss_newton_round
-from models.fitting.lbfgs import minimise
+from models.fitting.gauss_newton import NormalEquations, PointJacobian, Variables, levenberg_marquardt
 from models.fitting.multiview_fit import DENSE_STAGES, FitConfig, _intra_op_threads, fit_multiview
 from models.fitting.parameters import FitParameters
 from models.fitting.region_mesh import region_mesh
@@ -185,59 +184,95 @@ def denormalised(pose: torch.Tensor):
     return type(denormalize_pose(pose))(*(field.detach().clone() for field in denormalize_pose(pose)))
 
 
-def test_gauss_newton_jacobian_matches_autograd(small_model):
+def test_point_jacobian_matches_autograd(small_model):
     term, params = _random_state(small_model, 0)
-    linear = _Linearisation(term, fit_shape=True, fit_expression=True)
-    variables = [params.rotation, params.log_scale, params.translation, params.shape, params.expression]
+    variables = Variables.of(params, fit_shape=True, fit_expression=True)
+    jacobian = PointJacobian(term.points, IMAGE_SIZE, variables)
+    names = ("rotation", "log_scale", "translation", "shape", "expression")
+    values = [getattr(params, name) for name in names]
 
-    def residuals(rotation, log_scale, translation, shape, expression):
-        params.rotation, params.log_scale, params.translation = rotation, log_scale, translation
-        params.shape, params.expression = shape, expression
-        return linear.residuals(params)
+    def positions(*arguments):
+        for name, value in zip(names, arguments, strict=True):
+            setattr(params, name, value)
+        return jacobian.positions(params)
 
     with _intra_op_threads(1):
-        blocks = torch.autograd.functional.jacobian(residuals, tuple(v.clone() for v in variables), vectorize=True)
-    for variable, value in zip(("rotation", "log_scale", "translation", "shape", "expression"), variables, strict=True):
-        setattr(params, variable, value)
-    ours = linear.jacobians(params)  # (V, K * 2, 6 + 80 + 64)
+        blocks = torch.autograd.functional.jacobian(positions, tuple(v.clone() for v in values), vectorize=True)
+    for name, value in zip(names, values, strict=True):
+        setattr(params, name, value)
+    ours = jacobian.jacobians(params)  # (V, K, 2, 6 + 80 + 64)
     for view in range(2):
         expected = torch.cat(
             [
-                blocks[0][view, :, :, view].reshape(-1, 3),
-                blocks[1][view, :, :, view].reshape(-1, 1),
-                blocks[2][view, :, :, view].reshape(-1, 2),
-                blocks[3][view].reshape(-1, 80),
-                blocks[4][view, :, :, view].reshape(-1, 64),
+                blocks[0][view, :, :, view],
+                blocks[1][view, :, :, view].unsqueeze(-1),
+                blocks[2][view, :, :, view],
+                blocks[3][view],
+                blocks[4][view, :, :, view],
             ],
-            dim=1,
+            dim=-1,
         ).double()
         torch.testing.assert_close(ours[view], expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+    subset = torch.tensor([5, 0, 77])
+    torch.testing.assert_close(jacobian.jacobians(params, subset), ours[:, subset])
 
 
-def test_gauss_newton_reaches_the_minimum_lbfgs_approaches(small_model):
+def _dense_system(term: DenseLandmarkTerm, term_round, params: FitParameters, variables: Variables) -> NormalEquations:
+    """The Gauss-Newton system of the dense round's energy (its robust residuals, re-weighted)."""
+    system = NormalEquations(variables, params.shape)
+    jacobian = PointJacobian(term.points, IMAGE_SIZE, variables)
+    residuals = term_round.residuals(jacobian.positions(params))
+    derivatives = jacobian.jacobians(params)
+    weights = residuals.weight * residuals.slope()
+    for view in range(2):
+        system.add_points(view, derivatives[view, residuals.point[view]], residuals.residual[view], weights[view])
+    return system
+
+
+def test_levenberg_marquardt_reaches_the_minimum_lbfgs_approaches(small_model):
     term, params = _random_state(small_model, 1)
     region_vertices = params.camera_vertices(term.region.face)
-    weights = term.weights(region_vertices)
-    energy_round = term.start_round(region_vertices, None)
-    start = [v.clone() for v in _variables(params, True, True)]
+    term_round = term.start_round(region_vertices, None)
+    variables = Variables.of(params, True, True)
+    prior = variables.prior(params, 0.1, 0.1)
+    names = ("rotation", "log_scale", "translation", "shape", "expression")
+    start = {name: getattr(params, name).clone() for name in names}
 
-    def energy() -> torch.Tensor:
-        return energy_round.energy(params.camera_vertices(term.points)) + params.prior(0.1, 0.1)
+    def energy(state: FitParameters) -> torch.Tensor:
+        return term_round.energy(state.camera_vertices(term.points)) + state.prior(0.1, 0.1)
 
-    initial = float(energy())
-    steps = gauss_newton_round(term, params, weights, 30, True, True, 1.0, 0.1, 0.1)
-    solved = float(energy())
-    _, fresh = _random_state(small_model, 1)
-    assert torch.equal(torch.cat(_variables(fresh, True, True)), torch.cat(start))
-    minimise(
-        [fresh.rotation, fresh.log_scale, fresh.translation, fresh.shape, fresh.expression],
-        400,
-        lambda: energy_round.energy(fresh.camera_vertices(term.points)) + fresh.prior(0.1, 0.1),
+    initial = float(energy(params))
+    slope = _dense_system(term, term_round, params, variables).gradient + 2.0 * prior * variables.values(params)
+    steps = levenberg_marquardt(
+        params,
+        variables,
+        prior,
+        30,
+        lambda: _dense_system(term, term_round, params, variables),
+        lambda: float(term_round.energy(params.camera_vertices(term.points))),
     )
-    long_lbfgs = float(energy_round.energy(fresh.camera_vertices(term.points)) + fresh.prior(0.1, 0.1))
+    solved = float(energy(params))
+    system = _dense_system(term, term_round, params, variables)
+    stationary = system.gradient + 2.0 * prior * variables.values(params)
+
+    _, fresh = _random_state(small_model, 1)
+    for name in names:
+        assert torch.equal(getattr(fresh, name), start[name])
+        getattr(fresh, name).requires_grad_(True)
+    optimiser = torch.optim.LBFGS([getattr(fresh, name) for name in names], max_iter=400, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = energy(fresh)
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    long_lbfgs = float(energy(fresh).detach())
     assert 0 < steps <= 30
     assert solved < 0.5 * initial
     assert solved <= long_lbfgs * (1 + 1e-3)
+    assert float(stationary.abs().max()) < 1e-2 * float(slope.abs().max())  # a stationary point (float32 energy)
 
 
 # ---------------------------------------------------------------------------------------------- fits

@@ -10,11 +10,17 @@ import torch
 from models.face_model.default_model import load_default_model
 from models.face_model.morphable_model import MorphableModel
 from models.face_model.procedural import synthetic_morphable_model
+from models.fitting import multiview_fit
+from models.fitting.gauss_newton import Variables
+from models.fitting.ibug_landmarks import IbugLandmarkTerm
 from models.fitting.landmark_pose import landmark_pose
 from models.fitting.multiview_fit import FitConfig, StageConfig, fit_multiview
-from models.fitting.photometric import estimate_shading, gaussian_blur, photometric_consistency
+from models.fitting.parameters import FitParameters
+from models.fitting.photometric import estimate_shading, gaussian_blur, inside_image, photometric_consistency
+from models.fitting.region_mesh import region_mesh
 from models.geometry.camera import denormalize_pose, normalize_pose, pose_vertices, to_image
 from models.geometry.procrustes import procrustes
+from models.nrmvs.feature_sampling import central_difference_gradients, sample_at_vertices
 from models.synthesis.multiview_sample import SampleConfig, face_width, render_sample
 
 
@@ -246,3 +252,50 @@ def test_runs_on_a_small_model_with_three_views(small_model):
     assert result.vertices.shape == (3, small_model.num_vertices, 3)
     assert torch.isfinite(result.vertices).all() and torch.isfinite(result.pose).all()
     assert all(math.isfinite(s.photometric_error) for s in result.stages)
+
+
+# ---------------------------------------------------------------------------------------------- the solver
+def test_normal_equations_hold_the_energy_gradient(small_model):
+    """The Gauss-Newton system of a 68-point photometric round: its g is the gradient of the round's energy with the
+    authors' feature-gradient sampling (central-difference slopes), and its H is symmetric positive semi-definite."""
+    pose = torch.tensor([[0.05, -0.3, 0.02, -0.5, 3.0, -2.0], [0.0, 0.25, 0.0, -0.45, -4.0, 1.0]])
+    generator = torch.Generator().manual_seed(3)
+    landmarks = to_image(pose_vertices(small_model.vertices(torch.zeros(2, 80)), pose))[:, small_model.landmark_indices]
+    landmarks = landmarks[..., :2] + 2.0 * torch.randn(2, 68, 2, generator=generator)
+    coarse = torch.rand(2, 3, 12, 12, generator=generator)
+    images = torch.nn.functional.interpolate(coarse, size=256, mode="bilinear", align_corners=False)
+    config, stage = FitConfig(photometric_points=300), multiview_fit.PHOTOMETRIC_STAGES[-1]
+    region = region_mesh(small_model, config.photometric_points, torch.device("cpu"))
+    term = IbugLandmarkTerm(small_model, region, landmarks, (256, 256), config.contour_candidates)
+    problem = multiview_fit._Problem(images, (256, 256), region, term)
+    params = FitParameters(multiview_fit._denormalised(term.initial_pose()), 80, 64)
+    params.shape, params.expression = torch.randn(80, generator=generator), torch.randn(2, 64, generator=generator)
+    blurred = gaussian_blur(images, stage.blur_sigma)
+    maps = torch.cat([blurred, central_difference_gradients(blurred).flatten(1, 2)], dim=1)
+    setup = multiview_fit._round_setup(problem, multiview_fit._region_state(problem, params), blurred)
+    variables = Variables.of(params, fit_shape=True, fit_expression=True)
+    system = multiview_fit._normal_equations(params, setup, problem, maps, stage, config, variables)
+
+    names = ("rotation", "log_scale", "translation", "shape", "expression")
+    for name in names:
+        getattr(params, name).requires_grad_(True)
+    vertices = params.camera_vertices(setup.face)
+    count = setup.landmark_count
+    colours = sample_at_vertices(blurred[None], vertices[None, :, count:], (256, 256), feature_gradient=True)[0]
+    visible = setup.photometric_visible & inside_image(vertices[:, count:].detach(), (256, 256))
+    photo = photometric_consistency(colours / setup.shading.unsqueeze(1), visible, config.robust_scale).value
+    landmark_energy = setup.landmark_round.energy(vertices[:, :count])
+    energy = config.landmark_weight * landmark_energy + stage.photometric_weight * photo
+    gradients = torch.autograd.grad(energy, [getattr(params, n) for n in names])
+    rotation, log_scale, translation, shape, expression = gradients
+    pose_gradient = torch.cat([rotation, log_scale[:, None], translation], 1).flatten()
+    expected = torch.cat([pose_gradient, shape, expression.flatten()]).double()
+    assert float(expected.abs().max()) > 1.0  # away from the minimum, both terms active
+    assert float(photo.detach()) > 0 and int(visible.sum()) > 100
+    torch.testing.assert_close(system.gradient, expected, rtol=2e-3, atol=2e-3 * float(expected.abs().max()))
+    largest = float(system.hessian.abs().max())
+    torch.testing.assert_close(system.hessian, system.hessian.mT, rtol=1e-4, atol=1e-5 * largest)
+    assert float(torch.linalg.eigvalsh(system.hessian).min()) > -1e-6 * float(system.hessian.diagonal().max())
+    with torch.no_grad():
+        stage_energy = multiview_fit._data_energy(params, setup, problem, blurred, stage, config)
+    assert stage_energy == pytest.approx(float(energy.detach()), rel=1e-5)
