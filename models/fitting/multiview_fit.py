@@ -30,10 +30,11 @@ whole mesh there.
 
 Both landmark terms are followed by the photometric stages (:data:`PHOTOMETRIC_STAGES`; skipped for one view). Their
 weight, 2e3, is a compromise: on generated faces (bench/benchmark_fitting.py, tuning seeds, 2 views) a stronger one
-(8e3) lowered the face-region error further (true 68 landmarks: 3.14 mm without the stages, 2.99 with 2e3, 2.92 with
+(8e3) lowered the face-region error further (true 68 landmarks: 3.13 mm without the stages, 3.00 with 2e3, 2.92 with
 8e3; MediaPipe's points: 5.33, 5.11, 4.94 mm), but on the reference case (tests/fitting, rendered by the authors'
-pipeline) 8e3 made the shape worse than the landmarks alone (1.92 vs 1.55) where 2e3 improved it (1.52): renders
-are more photo-consistent than photos, so the weaker weight is kept.
+pipeline) 8e3 made the shape worse than the landmarks alone (1.92 vs 1.55) where 2e3 improved it (1.52). Images
+made otherwise than our own renders (photos above all) agree less with the term's shading model, so the weaker
+weight is kept.
 """
 
 import contextlib
@@ -343,7 +344,8 @@ def _normal_equations(
     landmarks = setup.landmark_round.residuals(to_image(landmark_points, *problem.image_size)[..., :2])
     weights = config.landmark_weight * landmarks.weight * landmarks.slope()
     used, rows = torch.unique(landmarks.point, return_inverse=True)  # the points the residuals read
-    derivatives = PointJacobian(setup.landmark_round.face, problem.image_size, variables).jacobians(params, used)
+    subset = None if used.numel() == landmark_points.shape[1] else used
+    derivatives = PointJacobian(setup.landmark_round.face, problem.image_size, variables).jacobians(params, subset)
     for view in range(landmark_points.shape[0]):
         system.add_points(view, derivatives[view, rows[view]], landmarks.residual[view], weights[view])
     if stage_maps is not None:

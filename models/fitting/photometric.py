@@ -98,13 +98,14 @@ def estimate_shading(colours: torch.Tensor, normals: torch.Tensor, visible: torc
         weight = visible.double()  # (V, p)
         shading = torch.ones_like(weight)
         ridge = SHADING_EPS * torch.eye(4, dtype=basis.dtype, device=basis.device)
+        outer = (basis.unsqueeze(-1) * basis.unsqueeze(-2)).flatten(2)  # (V, p, 16)
+        squared = weight.square()
         for _ in range(SHADING_ITERATIONS):
             norm = (weight * shading.square()).sum(0).clamp(min=SHADING_EPS)
             albedo = (values * (weight * shading).unsqueeze(1)).sum(0) / norm  # (C, p)
             # the lighting's normal equations, summed over channels first: design rows w a_c(p) b(p), targets w c_c(p)
-            squared = weight.square()
-            gram = torch.einsum("vp,vpk,vpl->vkl", squared * albedo.square().sum(0), basis, basis) + ridge
-            rhs = torch.einsum("vp,vpk->vk", squared * (values * albedo).sum(1), basis)
+            gram = torch.bmm((squared * albedo.square().sum(0)).unsqueeze(1), outer).view(-1, 4, 4) + ridge
+            rhs = torch.bmm((squared * (values * albedo).sum(1)).unsqueeze(1), basis).squeeze(1)
             lighting = torch.linalg.solve(gram, rhs)  # (V, 4)
             shading = (basis * lighting.unsqueeze(1)).sum(-1).clamp(min=MIN_SHADING)
         reference = (shading[0] * weight[0]).sum() / weight[0].sum().clamp(min=1.0)
