@@ -14,8 +14,10 @@ mode, where the BFM's ``shapeEV`` / ``std_exp.txt`` are used as per-component st
 """
 
 import zipfile
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +77,7 @@ class MorphableModel:
     uv_tables: dict[int, UVRasterTable] = field(default_factory=dict)
     dense_landmarks: DenseLandmarks | None = None
     _linear: LinearFaceModel | None = field(default=None, init=False, repr=False, compare=False)
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = self.num_vertices
@@ -121,6 +124,13 @@ class MorphableModel:
                 self.mean_shape, self.shape_basis, self.shape_std, self.exp_basis, self.exp_std
             )
         return self._linear
+
+    def derived(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """What ``make()`` derives from this model, computed once per ``key`` and kept with the model (like
+        :attr:`linear`, this treats the model's tensors as fixed once made)."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
     def vertices(
         self,

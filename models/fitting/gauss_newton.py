@@ -172,7 +172,7 @@ class NormalEquations:
     """``H = 2 sum w J^T J`` (P, P) and ``g = 2 sum w J^T r`` (P,), the Gauss-Newton system of ``sum w |r|^2``.
 
     H is accumulated from float32 products (a Gauss-Newton step needs no more: each step is accepted only if the
-    energy falls), g in float64 (it decides where the iteration stops).
+    energy falls), g in float64, except for the colour differences, sampled in float32 anyway.
     """
 
     def __init__(self, variables: Variables, like: torch.Tensor) -> None:
@@ -204,7 +204,7 @@ class NormalEquations:
         rows.index_add_(1, self.variables.columns[views[1]], -second.reshape(rows.shape[0], -1))
         weighted = rows * (2.0 * weight).float().repeat_interleave(first.shape[1]).unsqueeze(1)
         self.hessian += (weighted.mT @ rows).double()
-        self.gradient += weighted.double().mT @ difference.reshape(-1).double()
+        self.gradient += (weighted.mT @ difference.reshape(-1).float()).double()
 
 
 @torch.no_grad()

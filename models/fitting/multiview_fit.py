@@ -530,7 +530,7 @@ def _fit(
     image_size = (int(raw_images.shape[2]), int(raw_images.shape[3]))
     single_view = raw_images.shape[0] == 1
 
-    region = region_mesh(mm, config.photometric_points, device, dense)
+    region = _cached_region_mesh(mm, config.photometric_points, device, dense)
     if dense is None:
         term = IbugLandmarkTerm(mm, region, targets, image_size, config.contour_candidates)
         stages, layout = config.stages, "ibug68"
@@ -572,6 +572,18 @@ def _fit(
         seconds=time.perf_counter() - start,
         landmarks=layout,
     )
+
+
+def _cached_region_mesh(
+    mm: MorphableModel, photometric_points: int, device: torch.device, dense: DenseLandmarks | None
+) -> RegionMesh:
+    """:func:`region_mesh`, cut once per model, sample count, device and correspondence (a fit on another case
+    with the same model reuses it)."""
+    key = ("fit_region", photometric_points, str(device), None if dense is None else id(dense))
+    region, used = mm.derived(key, lambda: (region_mesh(mm, photometric_points, device, dense), dense))
+    if used is not dense:  # an id reused by another correspondence object
+        return region_mesh(mm, photometric_points, device, dense)
+    return region
 
 
 def _denormalised(pose: torch.Tensor) -> Pose:
