@@ -299,3 +299,17 @@ def test_normal_equations_hold_the_energy_gradient(small_model):
     with torch.no_grad():
         stage_energy = multiview_fit._data_energy(params, setup, problem, blurred, stage, config)
     assert stage_energy == pytest.approx(float(energy.detach()), rel=1e-5)
+
+
+def test_a_second_fit_reuses_the_region_sub_mesh():
+    mm = synthetic_morphable_model(24, 26)  # a fresh model: nothing derived from it yet
+    pose = torch.tensor([[0.0, -0.3, 0.0, -0.5, 0.0, 0.0], [0.0, 0.3, 0.0, -0.5, 0.0, 0.0]])
+    landmarks = to_image(pose_vertices(mm.vertices(torch.zeros(2, 80)), pose))[:, mm.landmark_indices, :2]
+    images = torch.full((2, 3, 256, 256), 0.5)
+    first = fit_multiview(mm, images, landmarks)
+    assert len(mm._derived) == 1
+    second = fit_multiview(mm, images, landmarks)
+    assert len(mm._derived) == 1
+    assert torch.equal(first.vertices, second.vertices)
+    fit_multiview(mm, images, landmarks, FitConfig(photometric_points=50))
+    assert len(mm._derived) == 2  # another sample count, another sub-mesh
