@@ -15,7 +15,8 @@ Runs, each in its own process with a time limit (a few minutes in all on a curre
    GPU-specific work. The goal there: 2 views at BFM size under 100 ms.
 
 The summary (markdown) goes to ``--out``. Without CUDA it prints one line and exits with status 2.
-The reference data is looked for in ``--shared``, ``$DFNRMVS_SHARED``, ``./shared`` and ``../shared``.
+The reference data is looked for in ``--shared`` (which must hold it), else in ``$DFNRMVS_SHARED``,
+``./shared`` and ``../shared``.
 """
 
 import argparse
@@ -45,7 +46,11 @@ STEP_TIMEOUT_S = 600
 
 
 def _shared_dir(explicit: Path | None) -> Path | None:
-    candidates = [explicit] if explicit else []
+    """The reference data's folder: ``explicit`` when given (checked by the caller), else the first of
+    ``$DFNRMVS_SHARED``, ./shared and ../shared that holds it, or None."""
+    if explicit is not None:
+        return explicit
+    candidates = []
     if os.environ.get("DFNRMVS_SHARED"):
         candidates.append(Path(os.environ["DFNRMVS_SHARED"]))
     candidates += [REPO_ROOT / "shared", REPO_ROOT.parent / "shared"]
@@ -157,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per benchmark row")
     parser.add_argument("--quick", action="store_true", help="only the 2-view BFM-size float32 benchmark")
     args = parser.parse_args(argv)
+    if args.shared is not None and not (args.shared / REFERENCE_CASE).is_dir():
+        print(f"gpu_check: --shared {args.shared} holds no {REFERENCE_CASE}: give the folder that holds reference/")
+        return 2
     if not torch.cuda.is_available():
         build = f"torch {torch.__version__}, CUDA build {torch.version.cuda}"
         print(f"gpu_check: CUDA is not available here ({build}): nothing checked")

@@ -23,4 +23,13 @@ def test_the_reference_data_is_found_through_the_environment(monkeypatch, tmp_pa
     (tmp_path / gpu_check.REFERENCE_CASE).mkdir(parents=True)
     monkeypatch.setenv("DFNRMVS_SHARED", str(tmp_path))
     assert gpu_check._shared_dir(None) == tmp_path
-    assert gpu_check._shared_dir(tmp_path / "elsewhere") == tmp_path
+
+
+def test_a_shared_folder_without_the_reference_data_is_refused_in_one_line(monkeypatch, tmp_path, capsys):
+    (tmp_path / gpu_check.REFERENCE_CASE).mkdir(parents=True)
+    monkeypatch.setenv("DFNRMVS_SHARED", str(tmp_path))  # no silent fallback to the environment's folder
+    summary = tmp_path / "summary.md"
+    assert gpu_check.main(["--shared", str(tmp_path / "elsewhere"), "--out", str(summary)]) == 2
+    output = capsys.readouterr().out.strip().splitlines()
+    assert len(output) == 1 and "elsewhere" in output[0] and "holds no" in output[0]
+    assert not summary.exists()
