@@ -36,7 +36,7 @@ from models.io.landmark_detectors import BACKENDS, LandmarkDetector, create_dete
 from models.io.mesh_exports import ExportOptions
 from models.io.preprocess import IMAGE_SUFFIXES, LANDMARK_SUFFIXES, first_line
 from models.io.staging import terminate_on_sigterm
-from models.reconstruction import FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
+from models.reconstruction import PRECISIONS, FittingReconstructor, LearnedReconstructor, Reconstructor, reconstruct
 from models.texture.fusion import DEFAULT_TEXTURE_SIZE, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 
 # ---- Edit these, as in the original demo.py (flags override them). ---------------------------------
@@ -188,13 +188,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_reconstructor(
-    checkpoint: str | None, mm_dir: str | None, device: torch.device, dense_landmarks: str | None = None
+    checkpoint: str | None,
+    mm_dir: str | None,
+    device: torch.device,
+    dense_landmarks: str | None = None,
+    precision: str = "float32",
 ) -> Reconstructor:
-    """The method the arguments select: the learned network with a checkpoint, else the fitting (with the dense
-    landmark correspondence file ``dense_landmarks`` for its model, when given)."""
+    """The method the arguments select: the learned network with a checkpoint (its convolutions in ``precision``),
+    else the fitting (with the dense landmark correspondence file ``dense_landmarks`` for its model, when given)."""
     model = None if mm_dir is None else MorphableModel.load(mm_dir)
     if checkpoint is not None:
-        return LearnedReconstructor(model, checkpoint, device, model_name=str(mm_dir))
+        return LearnedReconstructor(
+            model, checkpoint, device, model_name=str(mm_dir), reduced_precision=PRECISIONS[precision]
+        )
     dense = None
     if dense_landmarks is not None:
         vertices = model.num_vertices if model is not None else None
@@ -253,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=CHECKPOINT,
         help="the authors' FNRMVSNet weights, e.g. net_weights/2views_model.pth: use the learned network "
         "(needs --mm-dir and at least 2 views per case); without it the weights-free fitting runs",
+    )
+    add(
+        "--precision",
+        default="float32",
+        choices=tuple(PRECISIONS),
+        help="the learned network's convolutions: float32 (the faithful default), or the opt-in reduced-precision "
+        "mode, bfloat16 (CPUs with AVX-512 BF16/AMX, GPUs) or float16 (CUDA only); the optimisation stays float32",
     )
     add(
         "--mm-dir",
@@ -398,7 +411,9 @@ def set_up(args: argparse.Namespace) -> DemoSetup:
             problems.append(str(error))
     if problems:
         raise DemoError(problems[0] if len(problems) == 1 else f"{len(problems)} outputs exist: {'; '.join(problems)}")
-    reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device, args.dense_landmarks)
+    if args.precision == "float16" and device.type != "cuda":
+        raise DemoError(f"--precision float16 needs a CUDA device (this run uses {device}); bfloat16 runs on CPUs")
+    reconstructor = build_reconstructor(args.checkpoint, args.mm_dir, device, args.dense_landmarks, args.precision)
     if args.landmarks == "mediapipe" and reconstructor.dense_layout is None:
         raise DemoError(
             f"--landmarks mediapipe: the {reconstructor.method} method with this model uses 68 landmarks "
@@ -426,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.checkpoint is not None and args.mm_dir is None:
         parser.error("--checkpoint needs --mm-dir: the 3DMM the checkpoint was trained with")
+    if args.precision != "float32" and args.checkpoint is None:
+        parser.error(f"--precision {args.precision} applies to the learned network: it needs --checkpoint")
     _configure_logging(args.verbose)
     try:
         with terminate_on_sigterm():

@@ -136,8 +136,15 @@ class FittingReconstructor:
         )
 
 
+# Precisions of the learned network's convolutions by name: float32 (None: no autocast, the faithful default) or
+# the opt-in reduced-precision mode (FNRMVSNet's ``reduced_precision``).
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 class LearnedReconstructor:
     """The authors' FNRMVSNet with a checkpoint (their ``2views_model.pth``, ...) and the 3DMM it was trained with.
+
+    reduced_precision: None (float32), or the dtype of the opt-in reduced-precision mode (:data:`PRECISIONS`).
 
     Raises:
         CheckpointError: the file is missing, unreadable or does not match the network.
@@ -153,18 +160,25 @@ class LearnedReconstructor:
         checkpoint: str | Path,
         device: torch.device | str = "cpu",
         model_name: str | None = None,
+        reduced_precision: torch.dtype | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model
         self.model_name = model_name or "custom"
         self.checkpoint = str(checkpoint)
+        self.reduced_precision = reduced_precision
         self.network = FNRMVSNet(model)
         load_checkpoint(self.network, checkpoint)
         self.network.to(self.device).eval()
 
     def run(self, inputs: NetworkInputs) -> MethodOutput:
         with torch.no_grad():
-            output = self.network(inputs.images[None], inputs.raw_images[None], inputs.landmarks[None])
+            output = self.network(
+                inputs.images[None],
+                inputs.raw_images[None],
+                inputs.landmarks[None],
+                reduced_precision=self.reduced_precision,
+            )
         energies = [
             {"level": level.level, "step": k, "feature": float(s.feature_energy), "landmark": float(s.landmark_energy)}
             for level in output.optimisation.levels
@@ -174,7 +188,7 @@ class LearnedReconstructor:
         return MethodOutput(
             output.vertices[0].cpu().numpy(),
             last.pose[0].cpu().numpy(),
-            {"energies": energies},
+            {"energies": energies, "precision": str(self.reduced_precision or torch.float32).removeprefix("torch.")},
             shape_coeffs=last.shape_coeffs[0, :, 0].cpu().numpy(),
         )
 

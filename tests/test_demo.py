@@ -214,6 +214,38 @@ def test_learned_path_on_case0(learned_run, reference_dir):
     assert (out / "case0" / "stale.txt").read_text() == "from an earlier run"  # --overwrite keeps others' files
 
 
+def test_learned_path_in_reduced_precision(learned_run, reference_dir, tmp_path):
+    """--precision bfloat16: convolutions in bfloat16, recorded in result.json, the meshes near float32's."""
+    _, out = learned_run
+    photos = copy_photos(out.parent / "in" / "case0", tmp_path / "in" / "case0")
+    run = run_demo(
+        "--input", str(photos.parent), "--output", str(tmp_path / "out"), "--checkpoint",
+        str(out.parent / "reference.pth"), "--mm-dir", str(reference_dir), "--device", "cpu",
+        "--precision", "bfloat16", "--no-texture", "--no-model-frame", "--no-neutral",
+    )  # fmt: skip
+    assert run.status == 0, run.stdout + run.stderr
+    result = json.loads((tmp_path / "out" / "case0" / "result.json").read_text())
+    assert result["details"]["precision"] == "bfloat16"
+    assert json.loads((out / "case0" / "result.json").read_text())["details"]["precision"] == "float32"
+    for view in range(2):
+        reduced = trimesh.load(tmp_path / "out" / "case0" / f"face_full_view{view}.obj", process=False).vertices
+        full = trimesh.load(out / "case0" / f"face_full_view{view}.obj", process=False).vertices
+        difference = np.abs(reduced - full).max()
+        assert 0 < difference < 5.0  # bfloat16 convolutions change the result, by pixels at most
+
+
+def test_precision_flag_refusals(examples_dir, reference_dir, tmp_path):
+    common = ("--input", str(examples_dir / "case0"), "--output", str(tmp_path / "out"))
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(io.StringIO()) as err:
+        demo.main([*common, "--precision", "bfloat16"])
+    assert info.value.code == 2 and "--precision bfloat16 applies to the learned network" in err.getvalue()
+    run = run_demo(
+        *common, "--checkpoint", str(tmp_path / "any.pth"), "--mm-dir", str(reference_dir), "--device", "cpu",
+        "--precision", "float16",
+    )  # fmt: skip
+    _assert_refused(run, "--precision float16 needs a CUDA device (this run uses cpu)", tmp_path / "out")
+
+
 def test_learned_path_refuses_one_view_and_leaves_nothing(learned_run):
     run, out = learned_run
     assert run.status == 1
@@ -341,6 +373,7 @@ def test_help_explains_every_flag():
     done = subprocess.run([sys.executable, "demo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0
     flags = ("--input", "--output", "--checkpoint", "--mm-dir", "--device", "--landmarks", "--dense-landmarks")
+    flags += ("--precision",)
     for flag in (*flags, "--overwrite", "--strict"):
         assert flag in done.stdout
     for flag in ("--no-texture", "--no-albedo", "--texture-size", "--no-model-frame", "--no-neutral"):
