@@ -1,6 +1,7 @@
 """Tests of the synthetic sample generator (train/synthetic.py) and the example writer (tools/make_examples.py)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -210,3 +211,47 @@ def test_make_examples_writes_the_layout(tmp_path, mm):
     written = read_sample(out / "case3" / "ground_truth", out / "case3")
     for key, value in _arrays(written).items():
         assert np.array_equal(value, getattr(repeated, key)), f"{key} is not deterministic"
+
+
+def test_view_count_and_yaw_ranges_vary_per_sample(tmp_path, mm):
+    folders = generate_dataset(mm, tmp_path / "data", 6, (2, 3), seed=3, config=CONFIG, yaw_range_deg=(10.0, 30.0))
+    samples = [read_sample(folder) for folder in folders]
+    counts = [sample.images.shape[0] for sample in samples]
+    assert set(counts) == {2, 3}  # both counts drawn (fixed by the seed)
+    largest = [float(np.degrees(np.abs(sample.pose[:, 1])).max()) for sample in samples]
+    assert max(largest) <= 30.0 + 1e-3 and min(largest) < 20.0  # a yaw limit drawn per sample (25-30 without)
+    assert [json.loads((f / "meta.json").read_text())["views"] for f in folders] == counts
+
+
+def test_resume_renders_only_the_missing_samples(tmp_path, mm):
+    out = tmp_path / "data"
+    folders = generate_dataset(mm, out, 3, 2, seed=4, config=CONFIG)
+    kept = (folders[0] / "sample.npz").stat().st_mtime_ns
+    complete = read_sample(folders[1]).images
+    shutil.rmtree(folders[1])  # an interrupted run: sample 1 was never written
+    generate_dataset(mm, out, 3, 2, seed=4, config=CONFIG, resume=True)
+    assert (folders[0] / "sample.npz").stat().st_mtime_ns == kept  # not rendered again
+    assert np.array_equal(read_sample(folders[1]).images, complete)
+    with pytest.raises(SyntheticDataError, match="another seed"):
+        generate_dataset(mm, out, 3, 2, seed=5, config=CONFIG, resume=True)
+
+
+def test_worker_processes_write_the_same_samples(tmp_path, mm):
+    serial = generate_dataset(mm, tmp_path / "serial", 2, 2, seed=8, config=CONFIG)
+    parallel = generate_dataset(mm, tmp_path / "parallel", 2, 2, seed=8, config=CONFIG, workers=2)
+    for one, other in zip(serial, parallel, strict=True):
+        assert np.array_equal(read_sample(one).images, read_sample(other).images)
+    with pytest.raises(SyntheticDataError, match="workers must not be negative"):
+        generate_dataset(mm, tmp_path / "bad", 1, 2, seed=8, config=CONFIG, workers=-1)
+
+
+def test_bad_ranges_are_refused_in_one_line(tmp_path, capsys):
+    for flag, value, message in (
+        ("--views", "2-x", "--views takes a number or a range like 2-3"),
+        ("--views", "1", "views must be a count or range of at least"),
+        ("--yaw-deg", "40-20", "yaw range must lie in [0, 90) degrees"),
+    ):
+        assert synthetic.main(["--out", str(tmp_path / "x"), flag, value]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error:") and message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
