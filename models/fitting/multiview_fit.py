@@ -50,7 +50,7 @@ from ..face_model.dense_landmarks import DenseLandmarks
 from ..face_model.landmark_layout import NUM_LANDMARKS
 from ..face_model.linear_model import LinearFaceModel
 from ..face_model.morphable_model import MorphableModel
-from ..geometry.camera import Pose, denormalize_pose, normalize_pose, pose_vertices, to_image
+from ..geometry.camera import Pose, denormalize_pose, normalize_pose, pose_vertices
 from ..geometry.normals import unit_normals, vertex_normal_sums
 from ..geometry.visibility import facing_camera
 from ..nrmvs.feature_sampling import central_difference_gradients, sample_at_vertices
@@ -236,24 +236,13 @@ class _Problem(NamedTuple):
 
 
 class _RoundSetup(NamedTuple):
-    """What a round holds fixed: the landmark term's points and energy and, in photometric stages, the
-    region's photometric samples with their visibility (V, p) and shading (V, p).
+    """What a round holds fixed: the landmark term's points and energy and, in photometric stages, the model of the
+    region's photometric samples with their visibility (V, p) and shading (V, p) (all three None otherwise)."""
 
-    face: :class:`LinearFaceModel` of the working points, the landmark term's first; landmark_count: how many.
-    photometric_face: the model of the photometric samples (the rest of ``face``), or None.
-    """
-
-    face: LinearFaceModel
-    landmark_count: int
     landmark_round: TermRound
     photometric_face: LinearFaceModel | None
     photometric_visible: torch.Tensor | None
     shading: torch.Tensor | None
-
-
-def _concatenate(first: LinearFaceModel, second: LinearFaceModel) -> LinearFaceModel:
-    """The model of ``first``'s points followed by ``second``'s."""
-    return LinearFaceModel(*(None if a is None else torch.cat([a, b]) for a, b in zip(first, second, strict=True)))
 
 
 class _RegionState(NamedTuple):
@@ -278,16 +267,12 @@ def _round_setup(problem: _Problem, state: _RegionState, stage_images: torch.Ten
     region = problem.region
     region_vertices, visible = state.vertices, state.visible
     landmark_round = problem.landmarks.start_round(region_vertices, visible)
-    face = landmark_round.face
     photometric_face = photometric_visible = shading = None
     if stage_images is not None:
         photometric_visible = (visible & region.face_region)[:, region.photometric]
         shading = _sample_shading(problem, state, region.photometric, photometric_visible, stage_images)
         photometric_face = region.face.take(region.photometric)
-        face = _concatenate(face, photometric_face)
-    return _RoundSetup(
-        face, landmark_round.face.num_vertices, landmark_round, photometric_face, photometric_visible, shading
-    )
+    return _RoundSetup(landmark_round, photometric_face, photometric_visible, shading)
 
 
 @torch.no_grad()
@@ -312,10 +297,10 @@ def _data_energy(
 ) -> float:
     """The energy of the current parameters for one round without the priors (stage_images: blurred images or
     None)."""
-    vertices = params.camera_vertices(setup.face)  # (V, w + p, 3)
-    energy = config.landmark_weight * setup.landmark_round.energy(vertices[:, : setup.landmark_count])
+    landmark_points = params.camera_vertices(setup.landmark_round.face)  # (V, w, 3)
+    energy = config.landmark_weight * setup.landmark_round.energy(landmark_points)
     if stage_images is not None:
-        points = vertices[:, setup.landmark_count :]  # (V, p, 3)
+        points = params.camera_vertices(setup.photometric_face)  # (V, p, 3)
         colours = sample_at_vertices(
             stage_images.unsqueeze(0), points.unsqueeze(0), problem.image_size, feature_gradient=False
         )[0]
@@ -340,13 +325,13 @@ def _normal_equations(
     stage_maps: (V, 9, H, W) the blurred images and their x and y slopes (central differences), or None.
     """
     system = NormalEquations(variables, params.shape)
-    landmark_points = params.camera_vertices(setup.landmark_round.face)  # (V, w, 3)
-    landmarks = setup.landmark_round.residuals(to_image(landmark_points, *problem.image_size)[..., :2])
+    jacobian = PointJacobian(setup.landmark_round.face, problem.image_size, variables)
+    projected = jacobian.positions(params)  # (V, w, 2)
+    landmarks = setup.landmark_round.residuals(projected)
     weights = config.landmark_weight * landmarks.weight * landmarks.slope()
     used, rows = torch.unique(landmarks.point, return_inverse=True)  # the points the residuals read
-    subset = None if used.numel() == landmark_points.shape[1] else used
-    derivatives = PointJacobian(setup.landmark_round.face, problem.image_size, variables).jacobians(params, subset)
-    for view in range(landmark_points.shape[0]):
+    derivatives = jacobian.jacobians(params, None if used.numel() == projected.shape[1] else used)
+    for view in range(projected.shape[0]):
         system.add_points(view, derivatives[view, rows[view]], landmarks.residual[view], weights[view])
     if stage_maps is not None:
         _add_photometric(system, params, setup, problem, stage_maps, stage, config)

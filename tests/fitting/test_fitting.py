@@ -279,12 +279,11 @@ def test_normal_equations_hold_the_energy_gradient(small_model):
     names = ("rotation", "log_scale", "translation", "shape", "expression")
     for name in names:
         getattr(params, name).requires_grad_(True)
-    vertices = params.camera_vertices(setup.face)
-    count = setup.landmark_count
-    colours = sample_at_vertices(blurred[None], vertices[None, :, count:], (256, 256), feature_gradient=True)[0]
-    visible = setup.photometric_visible & inside_image(vertices[:, count:].detach(), (256, 256))
+    points = params.camera_vertices(setup.photometric_face)
+    colours = sample_at_vertices(blurred[None], points[None], (256, 256), feature_gradient=True)[0]
+    visible = setup.photometric_visible & inside_image(points.detach(), (256, 256))
     photo = photometric_consistency(colours / setup.shading.unsqueeze(1), visible, config.robust_scale).value
-    landmark_energy = setup.landmark_round.energy(vertices[:, :count])
+    landmark_energy = setup.landmark_round.energy(params.camera_vertices(setup.landmark_round.face))
     energy = config.landmark_weight * landmark_energy + stage.photometric_weight * photo
     gradients = torch.autograd.grad(energy, [getattr(params, n) for n in names])
     rotation, log_scale, translation, shape, expression = gradients
