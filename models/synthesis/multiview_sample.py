@@ -11,7 +11,9 @@ the normals (model units) that the bases cannot express, for evaluation cases. O
 (sclera, iris and pupil inside the eyelid contours; the models' eye openings are closed surfaces) and
 ``mouth_cavity`` (a dark opening behind the lips instead of the background) make the faces look enough
 like faces for a face detector trained on photos (MediaPipe found 58-70 % of plain renders, 97-100 %
-with both and smoother detail).
+with both and smoother detail). Optional ``specular_range`` adds a white Blinn-Phong highlight (strength drawn
+per sample, towards the SH light's direction) and ``view_gain_std`` a colour gain per view and channel: what a
+photometric term that assumes Lambertian surfaces under the same light in every view does not model.
 
 Without detail, ``sample.vertices[v] == pose_vertices(mm.vertices(shape_coeffs, exp_coeffs[v]), pose[v])``.
 """
@@ -59,6 +61,8 @@ IRIS_BRIGHTNESS = (0.8, 1.2)
 IRIS_RADIUS = 0.039
 PUPIL_RADIUS = 0.013
 GAZE_STD = 0.007
+# Blinn-Phong exponent of the optional specular highlight (a broad, skin-like sheen).
+SPECULAR_SHININESS = 20.0
 # Mouth cavity: its colour, and how much larger than the inner-lip contour (about its centre) it is painted.
 MOUTH_CAVITY_COLOUR = (0.12, 0.05, 0.05)
 MOUTH_CAVITY_SCALE = 1.15
@@ -95,6 +99,8 @@ class SampleConfig:
     detail_wavelength: float = 0.08  # wavelength of that displacement, fraction of the face width
     painted_eyes: bool = False  # sclera, iris and pupil inside the eyelid contours
     mouth_cavity: bool = False  # a dark opening behind the lips
+    specular_range: tuple[float, float] = (0.0, 0.0)  # strength of a white highlight, drawn per sample
+    view_gain_std: float = 0.0  # relative std of a colour gain per view and channel
 
     def __post_init__(self) -> None:
         if self.views < 1:
@@ -105,6 +111,9 @@ class SampleConfig:
             raise SyntheticDataError(f"yaw_max_deg must lie in [0, 90), got {self.yaw_max_deg}")
         if self.detail_amplitude < 0 or self.detail_wavelength <= 0:
             raise SyntheticDataError("detail_amplitude must be >= 0 and detail_wavelength > 0")
+        low, high = self.specular_range
+        if not 0 <= low <= high or self.view_gain_std < 0:
+            raise SyntheticDataError("specular_range must satisfy 0 <= low <= high and view_gain_std must be >= 0")
 
 
 @dataclass
@@ -213,6 +222,14 @@ def _albedo(neutral: np.ndarray, mm: MorphableModel, rng: np.random.Generator, c
     return np.clip(albedo, 0, 1).astype(np.float32)
 
 
+def _specular(normals: torch.Tensor, sh: np.ndarray, strength: float) -> torch.Tensor:
+    """(n, 1) white Blinn-Phong highlight of camera-space unit ``normals`` (n, 3) (out of the head) for a light from
+    the direction of the (9, 3) SH coefficients' first-order band, seen from the camera (+z)."""
+    light = torch.from_numpy(sh[1:4].mean(axis=1)).to(normals.dtype)
+    half = light / light.norm() + torch.tensor([0.0, 0.0, 1.0], dtype=normals.dtype)
+    return strength * (normals @ (half / half.norm())).clamp(min=0).pow(SPECULAR_SHININESS).unsqueeze(1)
+
+
 def _background(rng: np.random.Generator, config: SampleConfig) -> torch.Tensor:
     """(256, 256, 3) smooth random colour field plus pixel noise, in [0, 1]."""
     cells = int(rng.integers(2, 8))
@@ -297,7 +314,7 @@ def render_sample(mm: MorphableModel, rng: np.random.Generator, config: SampleCo
     config = config or SampleConfig()
     if mm.device.type != "cpu":
         mm = mm.to("cpu")
-    identity_rng, pose_rng, appearance_rng, detail_rng = rng.spawn(4)
+    identity_rng, pose_rng, appearance_rng, detail_rng, photometric_rng = rng.spawn(5)
     n_shape, n_exp = mm.shape_std.shape[0], mm.exp_std.shape[0]
     shape = torch.from_numpy(identity_rng.normal(0, config.identity_sigma, (1, n_shape))).float()
     shared = identity_rng.normal(0, config.expression_sigma, (1, n_exp))
@@ -321,9 +338,14 @@ def render_sample(mm: MorphableModel, rng: np.random.Generator, config: SampleCo
         albedo = torch.from_numpy(albedo)
         sh = _sh_light(appearance_rng, config)
         normals = -vertex_normals(camera, mm.triangles, mm.adjacent_triangles)  # out of the head
+        strength = photometric_rng.uniform(*config.specular_range)
+        gains = 1 + photometric_rng.normal(0, config.view_gain_std, (config.views, 3))
         images = []
         for view in range(config.views):
             colours = albedo * sh_shading(normals[view], torch.from_numpy(sh)).clamp(min=0)
+            if strength > 0:
+                colours = colours + _specular(normals[view], sh, strength)
+            colours = colours * torch.from_numpy(gains[view]).float()
             background = _background(appearance_rng, config)
             if config.mouth_cavity:
                 background = _mouth_background(background, image_vertices[view], mm)

@@ -123,6 +123,22 @@ def test_detail_changes_the_surface_only(mm):
     assert detailed.meta["config"]["detail_amplitude"] == amplitude
 
 
+def test_specular_highlights_and_view_gains_change_only_the_face_colours(mm):
+    plain = render_sample(mm, np.random.default_rng(3), CONFIG)
+    config = SampleConfig(views=3, identity_sigma=0.02, specular_range=(0.3, 0.3), view_gain_std=0.1)
+    shiny = render_sample(mm, np.random.default_rng(3), config)
+    assert np.array_equal(plain.vertices, shiny.vertices) and np.array_equal(plain.pose, shiny.pose)
+    for view in range(CONFIG.views):
+        image_vertices = to_image(torch.from_numpy(plain.vertices[view]))
+        face = (rasterize(image_vertices, mm.triangles, IMAGE_SIZE, IMAGE_SIZE).triangle_ids >= 0).numpy()
+        changed = np.abs(shiny.images[view].astype(int) - plain.images[view].astype(int)).max(axis=-1)
+        assert changed[face].mean() > 2.0  # grey levels of 255
+        assert changed[~face].mean() < 0.1 * changed[face].mean()  # the background only through the blur at the edge
+    assert shiny.meta["config"]["specular_range"] == (0.3, 0.3)
+    with pytest.raises(SyntheticDataError, match="specular_range"):
+        SampleConfig(specular_range=(0.3, 0.1))
+
+
 def test_write_read_round_trip_and_refusal(tmp_path, sample):
     folder = tmp_path / "one"
     write_sample(sample, folder)
