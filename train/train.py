@@ -347,6 +347,12 @@ class Trainer:
             metric = getattr(validation, BEST_METRIC[self.config.stage])
             if math.isnan(metric):
                 metric = validation.vertex_px
+            if math.isinf(metric) and self.context.is_main:
+                print(
+                    f"warning: validation after epoch {finished + 1}: the model's mesh is not finite for some "
+                    f"validation samples (their errors count as infinite, so this epoch is not the best)",
+                    file=sys.stderr,
+                )
             if metric < progress.best:
                 progress.best = metric
                 if self.context.is_main and "best" in kept:

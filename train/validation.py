@@ -41,7 +41,8 @@ def validate(
     context: DistributedContext,
 ) -> Validation:
     """Evaluate the stage's output mesh (regressor: the posed mean face; optimizer: the final,
-    landmark-corrected reconstruction) on this process's share of the data, reduced over processes."""
+    landmark-corrected reconstruction) on this process's share of the data, reduced over processes. A sample
+    whose mesh is not finite in some view (a diverged model) counts as an infinite error in every view."""
     was_training = model.training
     model.eval()
     landmark_indices = criterion.landmark_indices
@@ -54,9 +55,13 @@ def validate(
         else:
             vertices = model(batch.images, batch.raw_images, batch.landmarks).vertices
         height, width = batch.images.shape[-2:]
-        vertex_px = criterion.dense_aligned_vert_loss(vertices, batch.vertices, root=True)  # (N, V)
+        finite = torch.isfinite(vertices).flatten(1).all(dim=1)  # (N,) samples whose every view is finite
+        vertex_px = vertices.new_full(vertices.shape[:2], math.inf)  # (N, V)
+        if finite.any():  # the similarity alignment's SVD fails on non-finite points
+            vertex_px[finite] = criterion.dense_aligned_vert_loss(vertices[finite], batch.vertices[finite], root=True)
         image_landmarks = camera.to_image(vertices[:, :, landmark_indices], height, width)[..., :2]
         landmark_px = (image_landmarks - batch.landmarks3d[..., :2]).norm(dim=-1).mean(dim=-1)
+        landmark_px = torch.where(finite.unsqueeze(1), landmark_px, math.inf)
         sums[0] += vertex_px.sum()
         sums[2] += landmark_px.sum()
         sums[3] += vertex_px.numel()

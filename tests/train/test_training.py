@@ -6,7 +6,9 @@ backbones), so every step stays cheap; the tests keep N <= 2, V = 2 and take onl
 Convergence of the recipe is tested in test_recipe.py.
 """
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import socket
@@ -362,6 +364,37 @@ def test_non_finite_batches_are_skipped_then_stop_the_run_in_one_line(
     assert (out / TRAIN_LOG).read_text().splitlines() == [
         "step,epoch,loss,vert,aligned_vert,land,normal,edge,lr,grad_norm,skipped,seconds"
     ]
+
+
+def _diverging_in_evaluation(mm, config: TrainConfig):
+    """The compact network whose meshes are not finite in evaluation mode (finite weights, trains as usual)."""
+    model = compact(mm, config)
+
+    def diverge(module: nn.Module, inputs: tuple, output):
+        if module.training:
+            return output
+        return dataclasses.replace(output, corrected_vertices=[v * math.inf for v in output.corrected_vertices])
+
+    model.register_forward_hook(diverge)
+    return model
+
+
+def test_a_validation_mesh_that_is_not_finite_counts_as_infinite_error(
+    assets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No traceback from the alignment's SVD: the epoch's validation is logged as infinite, a one-line warning says
+    so, model_best.pth is not written and the run ends normally."""
+    monkeypatch.setattr(T, "default_model", _diverging_in_evaluation)
+    data = data_folder(tmp_path, "data", {"a": assets["sample"]})
+    out = tmp_path / "out"
+    argv = ["--stage", "optimizer", "--data", str(data), "--val-data", str(data), "--mm", str(assets["mm"])]
+    argv += ["--out", str(out), "--batch-size", "1", "--no-progress", "--device", "cpu"]
+    assert T.main(argv) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: validation")]
+    assert len(warning) == 1 and "after epoch 1" in warning[0] and "not finite" in warning[0]
+    rows = (out / VAL_LOG).read_text().splitlines()
+    assert rows[1].split(",")[2:5] == ["inf", "inf", "inf"]  # vertex_px, vertex_mm, landmark_px
+    assert (out / T.LAST_MODEL).exists() and not (out / T.BEST_MODEL).exists()
 
 
 def test_a_model_with_non_finite_weights_is_never_saved(tmp_path: Path) -> None:
