@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bench.benchmark_inference import BENCH_SCALE_NORM, GRID_SIDES, VIEW_YAWS_DEG
+from bench.benchmark_inference import BENCH_SCALE_NORM, GRID_SHAPES, VIEW_YAWS_DEG
 from models.face_model.default_model import DEFAULT_MODEL_PATH, load_default_model
 from models.face_model.morphable_model import MorphableModel
 from models.face_model.procedural import synthetic_morphable_model
@@ -105,7 +105,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 def timing_model(face: str) -> MorphableModel:
-    return load_default_model() if face == "default" else synthetic_morphable_model(GRID_SIDES[face], GRID_SIDES[face])
+    return load_default_model() if face == "default" else synthetic_morphable_model(*GRID_SHAPES[face])
 
 
 def time_stage(mm: MorphableModel, network: str, stage: str, repeats: int, device: torch.device) -> dict:
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     timing = commands.add_parser("timing", help="seconds per step of both stages")
-    timing.add_argument("--face", choices=(*GRID_SIDES, "default"), default="reference", help="face model size")
+    timing.add_argument("--face", choices=(*GRID_SHAPES, "default"), default="reference", help="face model size")
     timing.add_argument("--network", choices=NETWORKS, default="full", help="network (default full)")
     timing.add_argument("--repeats", type=int, default=3, help="timed steps after a warm-up (default 3)")
     timing.add_argument("--device", default="cpu", help="torch device (default cpu)")
