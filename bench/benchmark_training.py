@@ -13,12 +13,13 @@ per step and validation error per epoch of both stages), ``summary.json`` and ea
 it prints a Markdown table. ``--network compact`` (train/compact_network.py) makes a CPU run of a few
 hundred steps possible; ``--network full`` trains the authors' FNRMVSNet.
 
-``timing`` measures seconds per optimiser step of each stage (batch 2, 2 views) as train/train.py takes
-it: the forward pass (for stage "optimizer" with second-order graphs through the learned optimisation), the
-stage's loss, the backward pass, gradient clipping and an Adam step, on in-memory inputs (smooth random
-images, a ground truth made from the model itself) of the ``reference`` (60 x 60 grid, 3,600 vertices) or
-``default`` (the built-in model, 7,152 vertices) face model. The time is the median of ``--repeats``
-steps after one warm-up; steps per second are its inverse. Not tests: numbers depend on the machine.
+``timing`` measures seconds per optimiser step of each stage (batch 2, 2 views) as train/train.py takes it:
+the forward pass (for stage "optimizer" with second-order graphs through the learned optimisation), the
+stage's loss, the backward pass, gradient clipping and an Adam step (learning rate 0, so that every timed step
+repeats the same work), on in-memory inputs (smooth random images, a ground truth made from the model itself)
+of the ``reference`` (60 x 60 grid, 3,600 vertices) or ``default`` (the built-in model, 7,152 vertices) face
+model. The time is the median of ``--repeats`` steps after one warm-up; steps per second are its inverse. Not
+tests: numbers depend on the machine.
 """
 
 import argparse
@@ -109,13 +110,17 @@ def timing_model(face: str) -> MorphableModel:
 
 
 def time_stage(mm: MorphableModel, network: str, stage: str, repeats: int, device: torch.device) -> dict:
-    """Build a fresh model (start-up initialisation applied) and time ``repeats`` steps of ``stage``."""
+    """Build a fresh model (start-up initialisation applied) and time ``repeats`` steps of ``stage``.
+
+    The Adam step runs with a learning rate of 0: the same work as a training step, but every timed step repeats
+    the same computation on the same weights (a fresh network trained on the random images diverges within a
+    few updates, and its optimisation then stops the step as not finite)."""
     torch.manual_seed(0)
     model = compact_network(mm) if network == "compact" else FNRMVSNet(mm)
     initialise_for_training(model)
     criterion = LossFunction(mean_loss=True, bfm=mm)
     trainable = select_trainable(model, stage)
-    optimizer = torch.optim.Adam(trainable, lr=RECIPE_LR[stage], fused=True)
+    optimizer = torch.optim.Adam(trainable, lr=0.0, fused=True)
     model.to(device)
     criterion.to(device)
     set_train_mode(model, stage)
