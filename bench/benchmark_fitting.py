@@ -53,7 +53,7 @@ from eval.alignment import rigid_icp, similarity_procrustes
 from eval.metrics import point_to_surface_distances
 from models.errors import DFNRMVSError
 from models.face_model.default_model import load_default_model
-from models.face_model.mediapipe_layout import NUM_MEDIAPIPE_POINTS
+from models.face_model.mediapipe_layout import NUM_MEDIAPIPE_POINTS, OUTER_EYE_CORNERS
 from models.face_model.morphable_model import MorphableModel
 from models.fitting.multiview_fit import FitConfig, FitResult, fit_multiview
 from models.geometry.camera import IMAGE_SIZE, SCALE_MEAN, SCALE_STD, from_image, pose_vertices, to_image
@@ -79,8 +79,6 @@ GENERATED_YAW_DEG = 35.0
 # which the photometric term's model (Lambertian, the same light in every view) does not have.
 SPECULAR_RANGE = (0.15, 0.35)
 VIEW_GAIN_STD = 0.08
-# MediaPipe's outer eye corners (the photos table's and the surface measure's unit of distance).
-MEDIAPIPE_EYE_CORNERS = (33, 263)
 # The surface measure: every this-many-th true face-region vertex is a scan point (~900 of the default model's),
 # and this many rigid ICP steps follow the similarity alignment (more, or twice the points, change it by under 5 %).
 SURFACE_SCAN_STRIDE = 8
@@ -179,7 +177,7 @@ def surface_distance(
     ``scan_points`` and :data:`SURFACE_ICP_STEPS` rigid ICP steps, over the scan's outer-eye-corner distance."""
     moved = similarity_procrustes(points, scan_points).apply(vertices)
     aligned = rigid_icp(scan, moved, faces, max_iterations=SURFACE_ICP_STEPS).points
-    eye = np.linalg.norm(scan_points[MEDIAPIPE_EYE_CORNERS[0]] - scan_points[MEDIAPIPE_EYE_CORNERS[1]])
+    eye = np.linalg.norm(scan_points[OUTER_EYE_CORNERS[0]] - scan_points[OUTER_EYE_CORNERS[1]])
     return float(np.median(point_to_surface_distances(aligned, moved, faces)) / eye)
 
 
@@ -372,7 +370,7 @@ def _photo_proxy(mm: MorphableModel, vertices: torch.Tensor, meshes: np.ndarray)
     target = mediapipe_camera(meshes)
     points = mm.dense_landmarks.points(vertices.double())
     aligned = procrustes(target, points).aligned
-    eye = (target[:, MEDIAPIPE_EYE_CORNERS[0]] - target[:, MEDIAPIPE_EYE_CORNERS[1]]).norm(dim=-1)
+    eye = (target[:, OUTER_EYE_CORNERS[0]] - target[:, OUTER_EYE_CORNERS[1]]).norm(dim=-1)
     return float(((aligned - target).norm(dim=-1).median(dim=1).values / eye).mean())
 
 
